@@ -1,0 +1,45 @@
+# gperc: set-up and everyday commands. Every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLUGINS := image audio text graph
+PLUGIN_DIRS := $(addprefix gperc_plugins/,$(PLUGINS))
+STAMP := $(VENV)/.gperc-installed
+TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
+DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite wordnet-base
+TASK ?= image/fashion-mnist
+
+.PHONY: install test demo bench bench-tasks data clean
+
+$(STAMP): pyproject.toml $(wildcard gperc_plugins/*/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]' $(foreach d,$(wildcard $(PLUGIN_DIRS)),-e '$(d)[test]')
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+data:
+	@if [ "$$(id -u)" = "0" ]; then \
+		missing=""; for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	else \
+		for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo "missing $$p: run  sudo apt-get install -y $(DEBIAN_DATA)"; done; \
+	fi
+
+demo: $(STAMP) data
+	$(VENV)/bin/gperc train $(TASK) --out runs/demo
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+bench-tasks: $(STAMP) data
+	$(PY) bench/tasks.py
+
+clean:
+	rm -rf $(VENV) .peers-venv runs .pytest_cache

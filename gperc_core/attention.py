@@ -1,0 +1,138 @@
+"""Multi-head attention on `scaled_dot_product_attention`, and gperc's `Block`.
+
+Heads are split as ``[batch, seq, heads, head_dim] -> [batch, heads, seq, head_dim]`` and scaled by
+``1/sqrt(head_dim)``; masks are per key (``[batch, m]``, True/1 = attend). The key projection has no
+bias: a key bias adds the same value to every score of a query row, which softmax removes, so it
+would be a parameter without gradient.
+
+When the key/value input is narrow (a Perceiver encoder reading raw pixels or samples of C
+channels), attention is computed in the input space: ``Q_h W_k,h`` is ``[n, C]``, all heads become
+rows of one query matrix over the shared ``[m, C]`` keys and values, and ``W_v,h`` is applied after
+the weighted sum. The result is the same function of the same parameters, with neither the
+``[m, d]`` keys nor values ever built: memory and compute stay linear in ``m`` with a factor ``C``
+instead of ``d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def key_padding_to_sdpa(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Turn a ``[batch, m]`` key mask (bool or 0/1) into SDPA's boolean ``[batch, 1, 1, m]`` form."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        mask = mask != 0
+    return mask[:, None, None, :]
+
+
+class MultiHeadAttention(nn.Module):
+    """Standard multi-head attention of ``q`` (``[b, n, q_dim]``) over ``kv`` (``[b, m, kv_dim]``).
+
+    ``forward`` returns ``(out [b, n, q_dim], attention [b, heads, n, m] or None)``; the attention
+    matrix is only built when ``need_weights=True``.
+    """
+
+    def __init__(self, q_dim: int, kv_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if q_dim % num_heads:
+            raise ValueError(f"q_dim: expected a multiple of num_heads={num_heads}, got {q_dim}")
+        self.q_dim, self.kv_dim, self.num_heads = q_dim, kv_dim, num_heads
+        self.head_dim = q_dim // num_heads
+        self.dropout = float(dropout)
+        self.query = nn.Linear(q_dim, q_dim)
+        self.key = nn.Linear(kv_dim, q_dim, bias=False)
+        self.value = nn.Linear(kv_dim, q_dim)
+        self.out = nn.Linear(q_dim, q_dim)
+
+    def _use_input_space(self, n: int, m: int) -> bool:
+        """True when attending in the key/value input space costs fewer FLOPs than projecting K and V."""
+        projected = m * self.kv_dim * 2 * self.q_dim + 2 * m * n * self.q_dim
+        input_space = 2 * m * n * self.kv_dim * self.num_heads + n * self.q_dim * self.kv_dim * 2
+        return input_space < projected
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, n, _ = q.shape
+        m = kv.shape[1]
+        h, hd = self.num_heads, self.head_dim
+        mask = key_padding_to_sdpa(attn_mask)
+        p = self.dropout if self.training else 0.0
+        query = self.query(q).view(b, n, h, hd).transpose(1, 2)  # [b, h, n, hd]
+        if need_weights:
+            key = self.key(kv).view(b, m, h, hd).transpose(1, 2)
+            value = self.value(kv).view(b, m, h, hd).transpose(1, 2)
+            scores = (query @ key.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            attention = scores.softmax(dim=-1)
+            out = F.dropout(attention, p, self.training) @ value
+        elif self._use_input_space(n, m):
+            attention = None
+            c = self.kv_dim
+            w_k = self.key.weight.view(h, hd, c)
+            q_in = torch.einsum("bhnd,hdc->bhnc", query, w_k.to(query.dtype)).reshape(b, 1, h * n, c)
+            kv_in = kv.unsqueeze(1).to(q_in.dtype)  # [b, 1, m, c], shared by every head
+            mixed = F.scaled_dot_product_attention(q_in, kv_in, kv_in, attn_mask=mask, dropout_p=p,
+                                                   scale=1.0 / math.sqrt(hd))
+            mixed = mixed.view(b, h, n, c)
+            w_v = self.value.weight.view(h, hd, c)
+            out = torch.einsum("bhnc,hdc->bhnd", mixed, w_v.to(mixed.dtype))
+            out = out + self.value.bias.view(1, h, 1, hd).to(out.dtype)
+        else:
+            attention = None
+            key = self.key(kv).view(b, m, h, hd).transpose(1, 2)
+            value = self.value(kv).view(b, m, h, hd).transpose(1, 2)
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, n, self.q_dim)
+        return self.out(out), attention
+
+
+class MLP(nn.Module):
+    """Two-layer GELU MLP ``dim -> hidden -> dim`` with dropout on its output."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(F.gelu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    """gperc's attention block: pre-norm attention of ``q`` over ``kv``, then a residual MLP.
+
+    ``add_residual`` adds ``q`` to the attention output (needs ``q`` of width ``q_dim``). With
+    ``self_attention=True`` the block reads one array (``kv`` is ignored and ``q`` attends to itself)
+    and owns a single input norm. ``forward(kv, q, attn_mask=None)`` returns ``(out, attention)``;
+    ``attention`` is ``[b, heads, n, m]`` when ``return_attention=True`` and ``None`` otherwise.
+    """
+
+    def __init__(self, kv_dim: int, q_dim: int, num_heads: int, ffw_dim: int, dropout: float = 0.0,
+                 add_residual: bool = False, self_attention: bool = False) -> None:
+        super().__init__()
+        self.kv_dim, self.q_dim, self.num_heads, self.ffw_dim = kv_dim, q_dim, num_heads, ffw_dim
+        self.add_residual, self.self_attention = add_residual, self_attention
+        self.norm_q = nn.LayerNorm(q_dim)
+        self.norm_kv = None if self_attention else nn.LayerNorm(kv_dim)
+        self.attention = MultiHeadAttention(q_dim, q_dim if self_attention else kv_dim, num_heads, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.norm_mlp = nn.LayerNorm(q_dim)
+        self.mlp = MLP(q_dim, ffw_dim, dropout)
+
+    def forward(self, kv: torch.Tensor | None, q: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q_norm = self.norm_q(q)
+        kv_norm = q_norm if self.self_attention else self.norm_kv(kv)
+        attended, attention = self.attention(q_norm, kv_norm, attn_mask, need_weights=return_attention)
+        attended = self.drop(attended)
+        x = q + attended if self.add_residual else attended
+        x = x + self.mlp(self.norm_mlp(x))
+        return x, attention

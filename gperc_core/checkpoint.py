@@ -1,0 +1,148 @@
+"""Checkpoints in a safe format, written atomically.
+
+Tensors go to safetensors, everything else to JSON; nothing is ever unpickled. Every file is
+written to a temporary file in the same folder, flushed and fsync'd, then renamed over the target,
+so a crash or a full disk never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import PerceiverConfig
+from .errors import CheckpointError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    with _suppress():
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` as a safetensors file atomically (copied to CPU and made contiguous)."""
+    from safetensors.torch import save
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return atomic_write_bytes(path, save(flat, metadata=dict(metadata) if metadata else None))
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; raise `CheckpointError` naming the file when it is missing or corrupted."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: expected a safetensors file, found none")
+    try:
+        tensors = load(path.read_bytes())
+    except Exception as exc:  # safetensors raises its own error type for corrupted headers/data
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Return the model's persistent state dict without wrapper prefixes (DDP, torch.compile)."""
+    state = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        for prefix in ("_orig_mod.", "module."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_state_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a missing, unexpected or mis-shaped key is a `CheckpointError`."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{source}: checkpoint does not match the model's config ({', '.join(parts)})")
+    model.load_state_dict(dict(state), strict=True)
+
+
+def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for a Perceiver into ``directory``; returns it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = getattr(model, "config", None)
+    if not isinstance(config, PerceiverConfig):
+        raise CheckpointError(f"model: expected a module with a PerceiverConfig at .config, got {type(config).__name__}")
+    save_tensors(directory / WEIGHTS_FILE, model_state(model), metadata={"format": "pt", "library": "gperc"})
+    atomic_write_json(directory / CONFIG_FILE, config.to_dict())
+    return directory
+
+
+def read_config(directory: str | Path) -> PerceiverConfig:
+    """Read ``config.json`` of a checkpoint folder into a `PerceiverConfig`."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: expected a checkpoint folder with {CONFIG_FILE}, found none")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    return PerceiverConfig(**data)
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu", model_cls: type | None = None):
+    """Build the model described by ``directory/config.json`` and load ``model.safetensors`` into it."""
+    if model_cls is None:
+        from .models import Perceiver as model_cls  # noqa: N813
+    config = read_config(directory)
+    model = model_cls(config)
+    state = load_tensors(Path(directory) / WEIGHTS_FILE, map_location)
+    load_state_checked(model, state, str(Path(directory) / WEIGHTS_FILE))
+    return model.to(map_location)

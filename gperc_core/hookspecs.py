@@ -1,0 +1,114 @@
+"""The plugin contract: pluggy hook specifications of project ``gperc``.
+
+A plugin is a module (or object) with functions marked by `gperc_core.hookimpl`, advertised by an
+entry point in group ``gperc``. The core calls every hook with keyword arguments only, so an
+implementation may accept a subset of the arguments (pluggy passes only the ones it names).
+
+Registration hooks (``gperc_register_*``) are called once per plugin manager and collect from
+every plugin. Per-modality hooks are ``firstresult``: the core passes the modality name and an
+implementation returns ``None`` for a modality that is not its own, so the first plugin that owns
+the modality answers.
+
+``options`` is always a plain dict: the per-modality options of the task card (``[modalities.<name>]``
+table) with the task's overrides applied; after the tokenizer hook has run, the core adds the
+tokenizer under ``options["tokenizer"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pluggy
+import torch
+
+from .specs import Collator, DatasetSpec, InputArray, ModalitySpec, Tokenizer
+
+PROJECT = "gperc"
+"""pluggy project name and entry-point group of gperc plugins."""
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def gperc_register_modalities() -> list[ModalitySpec]:
+    """Return the modalities this plugin supplies.
+
+    Called once when the plugin manager is built. Returns a list of `ModalitySpec`; the manager
+    stamps each with the plugin's name. A modality name registered by two plugins is an error
+    naming both.
+    """
+
+
+@hookspec
+def gperc_register_datasets() -> list[DatasetSpec]:
+    """Return the datasets this plugin supplies.
+
+    Called once when the plugin manager is built. Returns a list of `DatasetSpec` whose
+    ``load(split, options)`` yields samples ``{<modality>: raw sample, "target": label}``.
+    Loading must not download anything; missing data raises an error with ``install_hint``.
+    """
+
+
+@hookspec
+def gperc_register_tasks() -> list[dict[str, Any]]:
+    """Return task cards this plugin adds, as dicts with the schema of ``registry/*.toml``.
+
+    Called once when the registry is built. Cards are validated like the shipped ones; a task name
+    that already exists is an error naming both owners.
+    """
+
+
+@hookspec(firstresult=True)
+def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any] | None) -> Tokenizer | None:
+    """Return the tokenizer of ``modality`` for a task, or ``None`` if the modality is not this plugin's
+    (or it needs no tokenizer).
+
+    Called once per task build, before any input array is made. ``corpus`` iterates the raw
+    training samples of the modality (for tokenizers trained on the task's data, e.g. SentencePiece);
+    it may be ``None`` when a trained tokenizer is loaded from a run folder.
+    """
+
+
+@hookspec(firstresult=True)
+def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
+    """Turn one raw sample of ``modality`` into an `InputArray`, or return ``None`` if the modality
+    is not this plugin's.
+
+    The array is float ``[m, c]`` for raw modalities or integer token ids ``[m]`` for token
+    modalities, optionally with a bool ``[m]`` mask, a per-sample output (query) array ``[o, e]``,
+    and a replacement target. Bad samples raise `gperc_core.InputError` naming the plugin, the
+    argument, what was expected and what came.
+    """
+
+
+@hookspec(firstresult=True)
+def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) -> torch.Tensor | None:
+    """Return a fixed decoder query array ``[o, output_dim]`` shared by every sample of a task
+    (e.g. Fourier features of each pixel for segmentation), or ``None``: the modality is not this
+    plugin's, or the task uses the model's learned queries.
+    """
+
+
+@hookspec(firstresult=True)
+def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool) -> Collator | None:
+    """Return a callable that batches a list of `InputArray` into a batch dict, or ``None`` to use the
+    core's `gperc_core.collate.Collator` (or if the modality is not this plugin's).
+
+    With ``sentinels=True`` absent masks and output arrays are emitted as the ``[batch]`` sentinel
+    tensors of `gperc_core.sentinels` instead of ``None`` (DataLoader workers, pipelines, export).
+    """
+
+
+HOOK_NAMES = (
+    "gperc_register_modalities",
+    "gperc_register_datasets",
+    "gperc_register_tasks",
+    "gperc_tokenizer",
+    "gperc_input_array",
+    "gperc_output_array",
+    "gperc_collator",
+)
+
+__all__ = ["PROJECT", "hookspec", "hookimpl", "HOOK_NAMES", "ModalitySpec", "DatasetSpec", "InputArray",
+           "Tokenizer", "Collator"]
