@@ -44,7 +44,7 @@ def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: A
     if torch.compiler.is_compiling():
         return attention_mask, output_array
     if not isinstance(input_array, torch.Tensor):
-        raise InputError(f"input_array: expected a torch.Tensor, got {describe(input_array)}")
+        raise InputError(f"input_array: expected a torch.Tensor, got {type(input_array).__name__} {describe(input_array)}")
     if config.input_type == "tokens":
         if input_array.dim() != 2 or input_array.dtype.is_floating_point or input_array.dtype == torch.bool:
             raise InputError(f"input_array: expected integer token ids of shape [batch, m<={config.input_len}] "
