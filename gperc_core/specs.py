@@ -18,7 +18,9 @@ class ModalitySpec:
 
     ``input_type`` is ``"raw"`` (the input array hook returns float ``[m, c]``) or ``"tokens"``
     (it returns integer ids ``[m]``). ``options`` documents the per-task options the plugin's
-    hooks read, name -> one-line description.
+    hooks read, name -> one-line description. ``read_file(path)`` (optional) reads one file of the
+    modality (an image, a WAV, a text file...) into the raw sample its datasets yield, so
+    ``gperc predict`` can take files; ``None`` means the plugin does not read files.
     """
 
     name: str
@@ -26,6 +28,7 @@ class ModalitySpec:
     input_type: str = "raw"
     options: Mapping[str, str] = field(default_factory=dict)
     plugin: str | None = None
+    read_file: Callable[[str], Any] | None = None
 
 
 @dataclass
