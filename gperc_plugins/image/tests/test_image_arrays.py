@@ -1,0 +1,123 @@
+"""Image arrays: pixels and patches with Fourier features, input validation, ImageConfig arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gperc_core import ConfigError, InputError, TaskError, fourier_features
+from gperc_plugin_image import ImageConfig
+from gperc_plugin_image.arrays import ArrayOptions, as_image, feature_channels, patch_array, pixel_array, query_array
+
+
+def _image(h=5, w=6, c=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, c), dtype=np.uint8)
+
+
+def test_pixels_hold_scaled_channels_then_fourier_features():
+    img = _image()
+    array = pixel_array(as_image(img), num_bands=3)
+    assert array.shape == (30, 3 + feature_channels(2, 3))
+    assert torch.allclose(array[:, :3], torch.from_numpy(img.reshape(30, 3)).float() / 255)
+    assert torch.equal(array[:, 3:], fourier_features((5, 6), 3))
+
+
+def test_float_images_are_kept_and_grey_gets_one_channel():
+    img = np.linspace(-1, 2, 20, dtype=np.float32).reshape(4, 5)
+    image = as_image(img)
+    assert image.shape == (4, 5, 1) and torch.equal(image[..., 0], torch.from_numpy(img))
+    assert as_image(torch.from_numpy(img).double()).dtype == torch.float32
+
+
+def test_patches_are_row_major_and_zero_padded():
+    img = as_image(_image(h=5, w=6, c=2))
+    array = patch_array(img, patch_size=4, num_bands=2)
+    assert array.shape == (2 * 2, 4 * 4 * 2 + feature_channels(2, 2))
+    assert torch.equal(array[0, :32], img[:4, :4].reshape(-1))          # top-left patch, (row, col, channel)
+    bottom_right = torch.zeros(4, 4, 2)
+    bottom_right[:1, :2] = img[4:, 4:]
+    assert torch.equal(array[3, :32], bottom_right.reshape(-1))
+    assert torch.equal(array[:, 32:], fourier_features((2, 2), 2))
+
+
+@pytest.mark.parametrize("sample, fragment", [
+    (np.zeros((4, 4), dtype=np.int64), "dtype uint8 or float"),
+    (np.zeros((4, 4), dtype=bool), "dtype uint8 or float"),
+    (np.zeros(7, dtype=np.uint8), "[H, W] or [H, W, C]"),
+    (np.zeros((2, 4, 4, 1), dtype=np.uint8), "[H, W] or [H, W, C]"),
+    (np.zeros((0, 4), dtype=np.uint8), "every axis > 0"),
+    (np.zeros((3, 32, 32), dtype=np.uint8), "channels last"),
+    (np.full((2, 2), np.nan, dtype=np.float32), "finite"),
+    ([[1, 2], [3, 4]], "numpy array, torch tensor or PIL image"),
+    ("picture.png", "numpy array, torch tensor or PIL image"),
+])
+def test_bad_samples_are_input_errors_naming_the_plugin(sample, fragment):
+    with pytest.raises(InputError, match="gperc-plugin-image: sample: expected") as info:
+        as_image(sample)
+    assert fragment in str(info.value)
+
+
+def test_options_check_channels_and_shape():
+    rgb = _image(c=3)
+    with pytest.raises(InputError, match=r"1 channel\(s\).*got shape \[5, 6, 3\]"):
+        ArrayOptions({"channels": 1}).image(rgb)
+    with pytest.raises(InputError, match=r"image of shape \[28, 28\]"):
+        ArrayOptions({"image_shape": [28, 28, 3]}).image(rgb)
+    assert ArrayOptions({"image_shape": [5, 6, 3]}).image(rgb).shape == (5, 6, 3)
+
+
+@pytest.mark.parametrize("options, name", [
+    ({"representation": "voxels"}, "representation"), ({"num_bands": 0}, "num_bands"),
+    ({"patch_size": 2.5}, "patch_size"), ({"image_shape": [28]}, "image_shape"),
+    ({"max_resolution": [8]}, "max_resolution"), ({"channels": -1}, "channels"),
+])
+def test_bad_options_are_task_errors(options, name):
+    with pytest.raises(TaskError, match=rf"gperc-plugin-image: options\['{name}'\]: expected"):
+        ArrayOptions(options)
+
+
+@pytest.mark.parametrize("options", [{}, {"representation": "patches", "patch_size": 3, "num_bands": 5}])
+def test_geometry_matches_the_arrays(options):
+    geometry = ArrayOptions(options)
+    array = geometry.array(geometry.image(_image(h=7, w=8, c=2)))
+    assert tuple(array.shape) == geometry.geometry(7, 8, 2)
+
+
+def test_query_array_fits_output_dim():
+    queries = query_array(8, 8, output_dim=32, num_bands=16)
+    bands = (32 // 2 - 1) // 2
+    assert queries.shape == (64, 32)
+    assert torch.equal(queries[:, : feature_channels(2, bands)], fourier_features((8, 8), bands))
+    assert not queries[:, feature_channels(2, bands):].any()
+    with pytest.raises(TaskError, match="output_dim: expected at least 6"):
+        query_array(8, 8, output_dim=4)
+
+
+def test_image_config_keeps_gperc_arithmetic():
+    config = ImageConfig((28, 28, 1), latent_len=32, latent_dim=64, n_classes=10, ffw_ratio=2.0)
+    assert (config.input_len, config.input_dim, config.output_len, config.output_dim) == (784, 1, 1, 64)
+    assert (config.ffw_latent, config.ffw_output, config.n_classes) == (128, 128, 10)
+    assert config.decoder_reduction == "mean" and config.decoder_residual is False and config.task == "classification"
+    assert ImageConfig.from_json(config.to_json()) == config
+
+
+def test_image_config_for_plugin_arrays_and_segmentation():
+    config = ImageConfig([8, 8, 1], 16, 32, 11, task="segmentation", num_bands=4, dropout=0.0)
+    m, c = ArrayOptions({"num_bands": 4}).geometry(8, 8, 1)
+    assert (config.input_len, config.input_dim, config.input_pos_enc) == (m, c, "none")
+    assert (config.output_len, config.decoder_reduction, config.dropout) == (64, None, 0.0)
+    patches = ImageConfig([28, 28, 3], 16, 32, 10, num_bands=4, representation="patches", patch_size=7)
+    assert (patches.input_len, patches.input_dim) == ArrayOptions(
+        {"representation": "patches", "patch_size": 7, "num_bands": 4}).geometry(28, 28, 3)
+    assert ImageConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"image_shape": (28, 28)}, "image_shape"), ({"task": "detection"}, "task"), ({"ffw_ratio": 0}, "ffw_ratio"),
+    ({"num_bands": 0}, "num_bands"),
+])
+def test_image_config_bad_arguments(kwargs, name):
+    args = {"image_shape": (28, 28, 1), "latent_len": 8, "latent_dim": 16, "n_classes": 10, **kwargs}
+    with pytest.raises(ConfigError, match=name):
+        ImageConfig(**args)

@@ -1,0 +1,134 @@
+"""Image datasets: IDX reading, Fashion-MNIST folder layouts, digits splits, segmentation, augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from gperc_core import TaskError
+from gperc_plugin_image import datasets as ds
+from gperc_plugin_image.augment import augmentation_names, build_augmentation
+
+DEBIAN = ds.FASHION_DEBIAN_DIR / "t10k-images-idx3-ubyte.gz"
+needs_fashion = pytest.mark.skipif(not DEBIAN.exists(), reason=f"Fashion-MNIST not installed: {ds.FASHION_APT}")
+
+
+def _write_idx(path, array, gz=True):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def _fake_fashion(folder, n=6, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images, gz)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels, gz)
+        arrays[prefix] = images, labels
+    return arrays
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    ds._fashion_arrays.cache_clear()
+    yield
+    ds._fashion_arrays.cache_clear()
+
+
+def test_read_idx_plain_and_gzip_and_corrupt(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a.gz", array)
+    _write_idx(tmp_path / "a", array, gz=False)
+    assert np.array_equal(ds.read_idx(tmp_path / "a.gz"), array)
+    assert np.array_equal(ds.read_idx(tmp_path / "a"), array)
+    (tmp_path / "short").write_bytes((tmp_path / "a").read_bytes()[:-3])
+    with pytest.raises(TaskError, match="truncated or corrupted"):
+        ds.read_idx(tmp_path / "short")
+    (tmp_path / "junk").write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(TaskError, match="expected an IDX file"):
+        ds.read_idx(tmp_path / "junk")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_torchvision_layout_from_option_and_env(tmp_path, monkeypatch, gz):
+    arrays = _fake_fashion(tmp_path / "FashionMNIST" / "raw", gz=gz)
+    data = ds.load_fashion_mnist("test", {"root": str(tmp_path)})
+    images, labels = arrays["t10k"]
+    assert len(data) == 6 and data[2]["image"].shape == (28, 28, 1)
+    assert np.array_equal(data[2]["image"][..., 0], images[2]) and data[2]["target"] == int(labels[2])
+    monkeypatch.setenv(ds.FASHION_ENV, str(tmp_path))
+    monkeypatch.setattr(ds, "FASHION_DEBIAN_DIR", tmp_path / "nowhere")
+    assert ds.fashion_mnist_dir({}) == tmp_path / "FashionMNIST" / "raw"
+
+
+def test_missing_fashion_mnist_names_the_apt_package(tmp_path, monkeypatch):
+    monkeypatch.delenv(ds.FASHION_ENV, raising=False)
+    monkeypatch.setattr(ds, "FASHION_DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(TaskError, match="apt-get install dataset-fashion-mnist"):
+        ds.load_fashion_mnist("train", {"image": {"root": str(tmp_path)}})
+
+
+def test_unknown_split_and_bad_limit(tmp_path):
+    _fake_fashion(tmp_path)
+    with pytest.raises(TaskError, match="split: expected one of"):
+        ds.load_fashion_mnist("validation", {"root": str(tmp_path)})
+    with pytest.raises(TaskError, match="max_samples"):
+        ds.load_digits("train", {"max_samples": 0})
+
+
+@needs_fashion
+def test_real_fashion_mnist_smoke():
+    data = ds.load_fashion_mnist("test", {"max_samples": 5})
+    assert len(data) == 5
+    sample = data[0]
+    assert sample["image"].shape == (28, 28, 1) and sample["image"].dtype == np.uint8
+    assert 0 <= sample["target"] < 10
+    assert len(ds.load_fashion_mnist("train", {})) == 60000
+
+
+def test_digits_split_is_fixed_and_stratified():
+    train, test = ds.load_digits("train", {}), ds.load_digits("test", {})
+    assert (len(train), len(test)) == (1347, 450)
+    counts = np.bincount(test.targets, minlength=10)
+    totals = counts + np.bincount(train.targets, minlength=10)
+    assert np.all(np.abs(counts - 0.25 * totals) <= 1)
+    image = test[0]["image"]
+    assert image.shape == (8, 8, 1) and image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+    assert np.array_equal(ds.load_digits("test", {}).images, test.images)
+
+
+def test_digits_segmentation_targets_mark_the_ink_with_the_label():
+    data = ds.load_digits_segmentation("test", {"max_samples": 3})
+    cls, seg = ds.load_digits("test", {}), data[1]
+    target = seg["target"]
+    assert target.shape == (64,) and target.dtype == torch.long
+    ink = torch.from_numpy(seg["image"].reshape(64) * 16 >= ds.SEGMENTATION_THRESHOLD)
+    assert torch.equal(target[ink], torch.full((int(ink.sum()),), cls[1]["target"] + 1))
+    assert not target[~ink].any()
+    with pytest.raises(TaskError, match="augment"):
+        ds.load_digits_segmentation("train", {"augment": True})
+
+
+def test_augmentation_only_on_train_and_keeps_shape_and_dtype():
+    torch.manual_seed(0)
+    train = ds.load_digits("train", {"augment": ["crop", "rotate"]})
+    test = ds.load_digits("test", {"augment": True})
+    assert train.augment is not None and test.augment is None
+    out = train[0]["image"]
+    assert out.shape == (8, 8, 1) and out.dtype == torch.float32
+    augment = build_augmentation(["flip", "erase", "affine"], 6, 5)
+    image = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8)
+    assert augment(image).shape == (6, 5, 3) and augment(image).dtype == torch.uint8
+    assert augmentation_names(False) == () and augmentation_names(True) == ("crop",)
+    with pytest.raises(TaskError, match=r"options\['augment'\]"):
+        augmentation_names(["mixup"])
