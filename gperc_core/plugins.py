@@ -55,6 +55,7 @@ ENV_BLOCK = "GPERC_DISABLE_PLUGINS"
 ENV_STRICT = "GPERC_STRICT_PLUGINS"
 
 _KINDS = ("modalities", "datasets", "tasks")
+_SINGULAR = {"modalities": "modality", "datasets": "dataset", "tasks": "task"}
 
 
 class PluginWarning(UserWarning):
@@ -330,7 +331,7 @@ class PluginManager(pluggy.PluginManager):
                 name = item["name"] if isinstance(item, dict) else item.name
                 if name in into:
                     owner = _owner(into[name])
-                    msg = (f"{kind[:-1]} {name!r} is registered by both plugin {owner!r} and plugin "
+                    msg = (f"{_SINGULAR[kind]} {name!r} is registered by both plugin {owner!r} and plugin "
                            f"{plugin_name!r}; disable one with GPERC_DISABLE_PLUGINS")
                     collisions.append(msg)
                     for who in (owner, plugin_name):
