@@ -1,0 +1,663 @@
+"""Pipeline-parallel Perceiver on `torch.distributed.pipelining`, with hand-built stages.
+
+The model is the sequence of blocks ``[encoder, processor 0 .. processor L-1, decoder]``.
+`plan_stages` cuts it into S contiguous stages balanced by a cost model (or by measured per-block
+times), the encoder pinned to the first stage and the decoder to the last. `PerceiverStage` is a
+`Perceiver` with every block it does not own removed, keeping the attribute paths, so its
+state-dict keys are exactly the single-process model's keys for its blocks and checkpoints move
+freely between single-process, data-parallel and pipeline runs. Only latents ``[b, n, d]`` cross
+stage boundaries; the input array and attention mask go to the encoder's rank, the output array
+(and the mask, for ``decoder_reduction='eot'``) to the decoder's rank, as keyword inputs the
+schedule splits into microbatches (sentinel tensors included).
+
+`build_pipeline` returns a `PipelineHandle`: ``step(input_array, target, attention_mask=None,
+output_array=None)`` runs one forward/backward over all microbatches with the chosen schedule
+(GPipe, 1F1B, interleaved 1F1B) and returns the batch loss on every rank. Every rank of a
+pipeline is given the same batch; shapes and values are checked on every rank before any
+communication, so a bad batch fails everywhere at once instead of hanging a peer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PerceiverConfig
+from .errors import CheckpointError, ConfigError, InputError, describe
+from .models import Embeddings, Perceiver, validate_inputs
+from .sentinels import resolve_mask, resolve_output_array
+
+__all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "PerceiverStage",
+           "PipelineHandle", "build_pipeline", "SCHEDULES", "REFUSED_SCHEDULES"]
+
+SCHEDULES: dict[str, str] = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B",
+                             "interleaved": "ScheduleInterleaved1F1B"}
+"""Schedules gperc runs, by name (``interleaved`` is interleaved 1F1B with several stages per rank)."""
+
+_ALIASES = {"interleaved1f1b": "interleaved", "interleaved-1f1b": "interleaved", "interleaved_1f1b": "interleaved"}
+
+REFUSED_SCHEDULES: dict[str, str] = {
+    name: ("zero-bubble schedules split each backward into an input-gradient pass and a deferred "
+           "weight-gradient pass that re-walks the autograd graph; gperc does not run them because "
+           "their gradients are not covered by its equal-to-single-process tests. Use '1f1b' or 'interleaved'")
+    for name in ("zbv", "zbvzerobubble", "zero-bubble", "zerobubble", "interleavedzerobubble",
+                 "interleaved-zero-bubble", "zb1p")
+}
+REFUSED_SCHEDULES.update({
+    name: ("DualPipeV needs a V-shaped placement (first and last stage on one rank) and overlaps the "
+           "forward of one microbatch with the split backward of another; gperc does not run it because "
+           "its gradients are not covered by its equal-to-single-process tests. Use '1f1b' or 'interleaved'")
+    for name in ("dualpipev", "dualpipe", "dual-pipe-v")
+})
+
+
+# ============================================================================================ planner
+def _block_names(config: PerceiverConfig) -> tuple[str, ...]:
+    return ("encoder", *(f"processor.{i}" for i in range(config.num_layers)), "decoder")
+
+
+def block_costs(config: PerceiverConfig, input_len: int | None = None, output_len: int | None = None) -> list[float]:
+    """Return the modelled cost of each block ``[encoder, processor..., decoder]`` in multiply-adds per sample.
+
+    Encoder ∝ m·n·d (cross-attention) plus its projections and MLP, each processor ∝ n²·d plus
+    ``4·n·d²`` projections and its MLP, decoder ∝ o·n·e plus its projections, MLP and classifier.
+    ``input_len``/``output_len`` default to the config's (the longest inputs and outputs).
+    """
+    m = int(input_len or config.input_len)
+    o = int(output_len or config.output_len)
+    n, d, e, c = int(config.latent_len), int(config.latent_dim), int(config.output_dim), int(config.input_embed_dim)
+    encoder = 2 * m * n * d + 2 * m * c * d + 2 * n * d * d + 2 * n * d * config.encoder_ffw
+    processor = 2 * n * n * d + 4 * n * d * d + 2 * n * d * config.processor_ffw
+    decoder = 2 * o * n * e + 2 * n * d * e + 2 * o * e * e + 2 * o * e * config.decoder_ffw + o * e * config.num_classes
+    return [float(encoder), *([float(processor)] * config.num_layers), float(decoder)]
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """Where the blocks ``[encoder, processor..., decoder]`` go: ``bounds[s] = (start, stop)`` is the
+    half-open range of block indices of stage ``s``; ``costs`` are the per-block costs the cut balanced
+    (``source`` says whether they were modelled or measured)."""
+
+    num_stages: int
+    blocks: tuple[str, ...]
+    costs: tuple[float, ...]
+    bounds: tuple[tuple[int, int], ...]
+    source: str
+
+    def stage_blocks(self, stage: int) -> tuple[str, ...]:
+        """Return the names of the blocks of ``stage``."""
+        start, stop = self.bounds[stage]
+        return self.blocks[start:stop]
+
+    @property
+    def stage_costs(self) -> tuple[float, ...]:
+        """Sum of the block costs of each stage."""
+        return tuple(sum(self.costs[a:b]) for a, b in self.bounds)
+
+    @property
+    def imbalance(self) -> float:
+        """Largest stage cost over the mean stage cost (1.0 is perfectly balanced)."""
+        costs = self.stage_costs
+        return max(costs) / (sum(costs) / len(costs))
+
+    def describe(self) -> str:
+        """One line per stage: its blocks and its share of the total cost."""
+        total = sum(self.costs)
+        lines = [f"pipeline plan ({self.source} costs, imbalance {self.imbalance:.2f}):"]
+        for s, cost in enumerate(self.stage_costs):
+            names = self.stage_blocks(s)
+            label = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+            lines.append(f"  stage {s}: {label} ({len(names)} blocks, {100 * cost / total:.1f}% of the cost)")
+        return "\n".join(lines)
+
+
+def _units(config: PerceiverConfig) -> list[tuple[int, int]]:
+    """Indivisible runs of blocks: every block alone, except that shared processor weights form one run."""
+    last = config.num_layers + 1
+    if config.share_weights and config.num_layers > 0:
+        return [(0, 1), (1, last), (last, last + 1)]
+    return [(i, i + 1) for i in range(last + 1)]
+
+
+def _linear_partition(weights: Sequence[float], parts: int) -> list[int]:
+    """Cut ``weights`` into ``parts`` contiguous non-empty runs minimising the largest run sum; returns
+    the start index of each run."""
+    count = len(weights)
+    prefix = [0.0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    inf = float("inf")
+    best = [[inf] * (count + 1) for _ in range(parts + 1)]
+    cut = [[0] * (count + 1) for _ in range(parts + 1)]
+    best[0][0] = 0.0
+    for k in range(1, parts + 1):
+        for i in range(k, count - (parts - k) + 1):
+            for j in range(k - 1, i):
+                value = max(best[k - 1][j], prefix[i] - prefix[j])
+                if value < best[k][i]:
+                    best[k][i], cut[k][i] = value, j
+    starts, i = [], count
+    for k in range(parts, 0, -1):
+        i = cut[k][i]
+        starts.append(i)
+    return starts[::-1]
+
+
+def plan_stages(config: PerceiverConfig, num_stages: int, *, costs: Sequence[float] | None = None,
+                input_len: int | None = None, output_len: int | None = None) -> PipelinePlan:
+    """Cut ``[encoder, processor..., decoder]`` into ``num_stages`` contiguous stages of balanced cost.
+
+    ``costs`` are measured per-block times (see `measure_block_times`), one per block; without them
+    the cost model of `block_costs` is used. The encoder is always in stage 0 and the decoder in the
+    last stage. With ``share_weights`` the processor layers run one shared block and stay in one
+    stage. Raises `ConfigError` when the stages cannot be formed.
+    """
+    if not isinstance(config, PerceiverConfig):
+        raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
+    names = _block_names(config)
+    units = _units(config)
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
+        raise ConfigError(f"num_stages: expected a positive integer, got {num_stages!r}")
+    if num_stages > len(units):
+        if config.share_weights:
+            raise ConfigError(f"num_stages: share_weights=True runs one shared processor block for all "
+                              f"{config.num_layers} layers, which cannot be split across pipeline stages, so at "
+                              f"most {len(units)} stages are possible, got {num_stages} (set share_weights=False)")
+        raise ConfigError(f"num_stages: expected at most {len(units)} (encoder + {config.num_layers} processor "
+                          f"layers + decoder), got {num_stages}")
+    if costs is None:
+        weights, source = block_costs(config, input_len, output_len), "modelled"
+    else:
+        weights, source = [float(c) for c in costs], "measured"
+        if len(weights) != len(names) or not all(w > 0 for w in weights):
+            raise ConfigError(f"costs: expected {len(names)} positive per-block costs (encoder, "
+                              f"{config.num_layers} processors, decoder), got {list(costs)!r}")
+    unit_weights = [sum(weights[a:b]) for a, b in units]
+    starts = _linear_partition(unit_weights, num_stages)
+    ends = starts[1:] + [len(units)]
+    bounds = tuple((units[s][0], units[e - 1][1]) for s, e in zip(starts, ends))
+    return PipelinePlan(num_stages=num_stages, blocks=names, costs=tuple(weights), bounds=bounds, source=source)
+
+
+def measure_block_times(model: Perceiver, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        output_array: torch.Tensor | None = None, repeats: int = 3) -> list[float]:
+    """Time forward + backward of each block ``[encoder, processor..., decoder]`` on ``model``'s device.
+
+    Returns the median seconds per block over ``repeats`` runs (after one warm-up), for
+    ``plan_stages(config, S, costs=...)``.
+    """
+    attention_mask, output_array = validate_inputs(model.config, input_array, attention_mask, output_array)
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        out.float().sum().backward()
+        sync()
+        return time.perf_counter() - start, out.detach()
+
+    samples: list[list[float]] = []
+    for _ in range(repeats + 1):
+        row = []
+        seconds, latents = timed(lambda: model.encode(input_array, attention_mask)[0])
+        row.append(seconds)
+        for layer in range(model.config.num_layers):
+            x = latents.requires_grad_(True)
+            seconds, latents = timed(lambda: model.processor_at(layer)(x)[0])
+            row.append(seconds)
+        x = latents.requires_grad_(True)
+        seconds, _ = timed(lambda: model.decode(x, output_array, attention_mask)[0])
+        row.append(seconds)
+        samples.append(row)
+    model.zero_grad(set_to_none=True)
+    rows = samples[1:]
+    return [sorted(col)[len(col) // 2] for col in zip(*rows)]
+
+
+# ============================================================================================ stages
+def _stage_embeddings(source: Embeddings, first: bool, last: bool) -> Embeddings | None:
+    """A bare `Embeddings` holding the input side (first stage) and/or the output queries (last stage)."""
+    if not (first or last):
+        return None
+    emb = Embeddings.__new__(Embeddings)
+    nn.Module.__init__(emb)
+    emb.config = source.config
+    emb.input_embedding = source.input_embedding if first else None
+    emb.input_pos = source.input_pos if first else None
+    for name in ("input_pos_table", "input_fourier"):
+        if first and name in source._buffers:
+            emb.register_buffer(name, source._buffers[name], persistent=False)
+    emb.latent = source.latent if first else None
+    emb.output_query = source.output_query if last else None
+    return emb
+
+
+class PerceiverStage(Perceiver):
+    """One pipeline stage: a `Perceiver` that keeps only the blocks ``[start, stop)`` of
+    ``[encoder, processor..., decoder]`` under their single-process attribute paths.
+
+    ``forward(latents=None, *, input_array=None, attention_mask=None, output_array=None)`` runs its
+    blocks: the first stage encodes ``input_array``, the last decodes into logits, the others map
+    latents to latents. Inputs a stage does not use are ignored, so one rank may hold several stages.
+    """
+
+    def __init__(self, model: Perceiver, start: int, stop: int) -> None:
+        nn.Module.__init__(self)
+        config = model.config
+        last_block = config.num_layers + 1
+        if not 0 <= start < stop <= last_block + 1:
+            raise ConfigError(f"stage blocks: expected 0 <= start < stop <= {last_block + 1}, got [{start}, {stop})")
+        self.config = config
+        self.start, self.stop = start, stop
+        self.has_encoder = start == 0
+        self.has_decoder = stop == last_block + 1
+        self.layers = [layer for layer in range(config.num_layers) if start <= layer + 1 < stop]
+        self.embeddings = _stage_embeddings(model.embeddings, self.has_encoder, self.has_decoder)
+        self.encoder = model.encoder if self.has_encoder else None
+        if config.share_weights:
+            owned = bool(self.layers)
+            if owned and len(self.layers) != config.num_layers:
+                raise ConfigError("stage blocks: share_weights=True keeps all processor layers in one stage, "
+                                  f"got layers {self.layers} of {config.num_layers}")
+            self.processors = nn.ModuleList([model.processors[0]] if owned else [])
+        else:
+            self.processors = nn.ModuleList([model.processors[i] if i in self.layers else nn.Identity()
+                                             for i in range(config.num_layers)])
+        self.decoder = model.decoder if self.has_decoder else None
+
+    def forward(self, latents: torch.Tensor | None = None, *, input_array: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, output_array: torch.Tensor | None = None) -> torch.Tensor:
+        mask = resolve_mask(attention_mask)
+        if self.has_encoder:
+            latents, _ = self.encode(input_array, mask)
+        for layer in self.layers:
+            latents, _ = self.processor_at(layer)(latents)
+        if self.has_decoder:
+            logits, _ = self.decode(latents, resolve_output_array(output_array), mask)
+            return logits
+        return latents.contiguous()
+
+    def save(self, directory: Any) -> Any:  # pragma: no cover - guard against partial checkpoints
+        raise CheckpointError("PerceiverStage.save: a stage holds part of the model; save the full state "
+                              "with PipelineHandle.full_state_dict() (or PipelineHandle.save)")
+
+
+# ============================================================================================ the handle
+class _PipelineLoss:
+    """Loss of one microbatch as a share of the whole batch's loss, so that the microbatch losses (and
+    gradients) add up exactly to the single-process batch loss: ``sum / normaliser`` where the
+    normaliser counts the batch's valid targets (set before each step)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.normaliser = 1.0
+
+    def count(self, target: torch.Tensor) -> float:
+        """Number of loss terms in ``target`` (targets of -100 are ignored by cross-entropy)."""
+        if self.kind == "cross_entropy":
+            return float((target != -100).sum())
+        return float(target.numel())
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.kind == "cross_entropy":
+            if logits.dim() == 3:
+                logits, target = logits.flatten(0, 1), target.flatten()
+            total = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="sum")
+        else:
+            total = F.mse_loss(logits.float(), target.to(torch.float32), reduction="sum")
+        return total / self.normaliser
+
+
+def _schedule_class(name: str) -> type:
+    import torch.distributed.pipelining as pipelining
+
+    return getattr(pipelining, SCHEDULES[name])
+
+
+def normalise_schedule(name: Any) -> str:
+    """Return the canonical schedule name for ``name``; raise `ConfigError` for refused or unknown ones."""
+    if not isinstance(name, str):
+        raise ConfigError(f"schedule: expected one of {sorted(SCHEDULES)}, got {name!r}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in REFUSED_SCHEDULES:
+        raise ConfigError(f"schedule: {name!r} is refused: {REFUSED_SCHEDULES[key]}")
+    if key not in SCHEDULES:
+        raise ConfigError(f"schedule: expected one of {sorted(SCHEDULES)}, got {name!r}")
+    return key
+
+
+class PipelineHandle:
+    """A pipeline-parallel Perceiver on this rank: its stage modules, the schedule, and the step.
+
+    Every rank of a pipeline calls the same methods with the same batch. ``step`` returns the batch
+    loss on every rank (and accumulates this rank's parameter gradients); the optimizer is built on
+    `parameters` and stepped by the caller. `state_dict` holds this rank's keys, `full_state_dict`
+    every key, both in the single-process layout.
+    """
+
+    def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[PerceiverStage], stage_ids: list[int],
+                 schedule: str, microbatches: int, group: Any, dp_group: Any, device: torch.device,
+                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool) -> None:
+        self.config = config
+        self.plan = plan
+        self.schedule_name = schedule
+        self.microbatches = microbatches
+        self.group = group
+        self.dp_group = dp_group
+        self.device = device
+        self.allow_reshape = allow_reshape
+        self.stage_ids = stage_ids
+        self.modules = stages
+        self.pp_size = dist.get_world_size(group)
+        self.pp_rank = dist.get_rank(group)
+        self.dp_size = dist.get_world_size(dp_group) if dp_group is not None else 1
+        self.num_stages = plan.num_stages
+        self.last_rank = (self.num_stages - 1) % self.pp_size
+        self.is_first = 0 in stage_ids
+        self.is_last = (self.num_stages - 1) in stage_ids
+        if dp_group is not None:
+            from .distributed import wrap_ddp
+
+            self.runners: list[nn.Module] = [wrap_ddp(m, group=dp_group, device=device,
+                                                      find_unused_parameters=m.has_decoder) for m in stages]
+        else:
+            self.runners = list(stages)
+        if callable(loss):
+            self._loss: Callable[..., torch.Tensor] = loss
+            self._builtin_loss = False
+        else:
+            if loss not in ("cross_entropy", "mse"):
+                raise ConfigError(f"loss: expected 'cross_entropy', 'mse' or a callable, got {loss!r}")
+            self._loss = _PipelineLoss(loss)
+            self._builtin_loss = True
+        self._train_schedule: Any = None
+        self._eval_schedule: Any = None
+        self._signature: tuple | None = None
+        self._eval_signature: tuple | None = None
+        self.last_outputs: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ parameters and state
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """This rank's parameters (those of its stages), for the optimizer."""
+        for module in self.modules:
+            yield from module.parameters()
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """This rank's parameters under their single-process names."""
+        for module in self.modules:
+            yield from module.named_parameters()
+
+    def train(self, mode: bool = True) -> "PipelineHandle":
+        """Set the stage modules to training (or evaluation) mode; returns the handle."""
+        for module in self.modules:
+            module.train(mode)
+        return self
+
+    def eval(self) -> "PipelineHandle":
+        """Set the stage modules to evaluation mode; returns the handle."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear this rank's gradients."""
+        for module in self.modules:
+            module.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """This rank's persistent state under single-process keys."""
+        state: dict[str, torch.Tensor] = {}
+        for module in self.modules:
+            state.update(module.state_dict())
+        return state
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every key of the model (gathered from the pipeline's ranks, on CPU), in the single-process layout.
+
+        A collective over the pipeline group: every rank of the pipeline must call it.
+        """
+        local = {k: v.detach().to("cpu") for k, v in self.state_dict().items()}
+        if self.pp_size == 1:
+            return local
+        gathered: list[Any] = [None] * self.pp_size
+        dist.all_gather_object(gathered, local, group=self.group)
+        full: dict[str, torch.Tensor] = {}
+        for part in gathered:
+            full.update(part)
+        return full
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state") -> None:
+        """Load this rank's keys from a full single-process ``state``; a missing or mis-shaped key is a
+        `CheckpointError` naming it. Keys of other stages are ignored."""
+        from .checkpoint import load_state_checked
+
+        for module in self.modules:
+            own = module.state_dict()
+            part = {k: state[k] for k in own if k in state}
+            load_state_checked(module, part, source)
+
+    def save(self, directory: Any) -> Any:
+        """Write a single-process checkpoint (``config.json`` + ``model.safetensors``) from global rank 0
+        of the pipeline; a collective over the pipeline group. Returns the folder."""
+        from pathlib import Path
+
+        from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, atomic_write_json, save_tensors
+
+        state = self.full_state_dict()
+        if self.pp_rank == 0 and (self.dp_group is None or dist.get_rank(self.dp_group) == 0):
+            directory = Path(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            save_tensors(directory / WEIGHTS_FILE, state, metadata={"format": "pt", "library": "gperc"})
+            atomic_write_json(directory / CONFIG_FILE, self.config.to_dict())
+        return directory
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip the gradients of the whole pipeline to a total 2-norm of ``max_norm``; returns the norm
+        before clipping (the same on every rank). A collective over the pipeline group."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        local = torch.zeros((), device=self.device, dtype=torch.float32)
+        for g in grads:
+            local += g.detach().float().pow(2).sum()
+        if self.pp_size > 1:
+            dist.all_reduce(local, group=self.group)
+        norm = local.sqrt()
+        scale = (float(max_norm) / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.to(g.dtype))
+        return norm
+
+    # ------------------------------------------------------------------ validation
+    def _logits_shape(self, batch: int, output_array: torch.Tensor | None) -> tuple[int, ...]:
+        c = self.config
+        if c.decoder_reduction is not None:
+            return (batch, c.num_classes)
+        o = output_array.shape[1] if output_array is not None else c.output_len
+        return (batch, o, c.num_classes)
+
+    def _check_batch(self, input_array: Any, attention_mask: Any, output_array: Any) -> tuple[int, tuple[int, ...]]:
+        validate_inputs(self.config, input_array, attention_mask, output_array)
+        batch = int(input_array.shape[0])
+        if batch % self.microbatches:
+            raise InputError(f"input_array: expected a batch size divisible by microbatches={self.microbatches}, "
+                             f"got {batch}")
+        return batch, self._logits_shape(batch, resolve_output_array(output_array))
+
+    def _check_target(self, target: Any, logits_shape: tuple[int, ...]) -> None:
+        if not isinstance(target, torch.Tensor):
+            raise InputError(f"target: expected a tensor, got {describe(target)}")
+        if self._builtin_loss and self._loss.kind == "cross_entropy":
+            expected = logits_shape[:-1]
+            if tuple(target.shape) != expected or target.dtype.is_floating_point:
+                raise InputError(f"target: expected integer class ids of shape {list(expected)}, "
+                                 f"got {describe(target)}")
+        elif target.shape[0] != logits_shape[0]:
+            raise InputError(f"target: expected {logits_shape[0]} rows (the batch size), got {describe(target)}")
+
+    def _stage_kwargs(self, input_array: torch.Tensor, attention_mask: Any, output_array: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        dev = self.device
+        if self.is_first:
+            kwargs["input_array"] = input_array.to(dev)
+        mask_needed = self.is_first or (self.is_last and self.config.decoder_reduction == "eot")
+        if mask_needed and isinstance(attention_mask, torch.Tensor):
+            kwargs["attention_mask"] = attention_mask.to(dev)
+        if self.is_last and isinstance(output_array, torch.Tensor):
+            kwargs["output_array"] = output_array.to(dev)
+        return kwargs
+
+    def _new_schedule(self, training: bool) -> Any:
+        from torch.distributed.pipelining import PipelineStage
+
+        cls = _schedule_class(self.schedule_name)
+        stages = [PipelineStage(runner, stage_index=sid, num_stages=self.num_stages, device=self.device,
+                                group=self.group) for runner, sid in zip(self.runners, self.stage_ids)]
+        loss_fn = self._loss if training else None
+        scale = not self._builtin_loss
+        if self.schedule_name == "interleaved":
+            return cls(stages, n_microbatches=self.microbatches, loss_fn=loss_fn, scale_grads=scale)
+        return cls(stages[0], n_microbatches=self.microbatches, loss_fn=loss_fn, scale_grads=scale)
+
+    def _schedule_for(self, signature: tuple, training: bool) -> Any:
+        attr_sched, attr_sig = ("_train_schedule", "_signature") if training else ("_eval_schedule", "_eval_signature")
+        current = getattr(self, attr_sig)
+        if current is not None and current != signature:
+            if not self.allow_reshape:
+                raise InputError(f"input shapes: the pipeline was set up for batch {current[0]} with logits "
+                                 f"{list(current[1])}, got batch {signature[0]} with logits {list(signature[1])}; "
+                                 "keep batch and output shapes fixed (drop the last partial batch) or build the "
+                                 "pipeline with allow_reshape=True")
+            setattr(self, attr_sched, None)
+        if getattr(self, attr_sched) is None:
+            setattr(self, attr_sched, self._new_schedule(training))
+            setattr(self, attr_sig, signature)
+        return getattr(self, attr_sched)
+
+    # ------------------------------------------------------------------ running
+    def step(self, input_array: torch.Tensor, target: torch.Tensor, attention_mask: torch.Tensor | None = None,
+             output_array: torch.Tensor | None = None) -> torch.Tensor:
+        """Run forward and backward of one batch over all microbatches; return the batch loss (a detached
+        scalar, the same on every rank; averaged over data-parallel replicas).
+
+        Gradients accumulate into this rank's parameters (summed over microbatches to exactly the
+        single-process batch gradient). Every check runs before any communication.
+        """
+        batch, logits_shape = self._check_batch(input_array, attention_mask, output_array)
+        self._check_target(target, logits_shape)
+        schedule = self._schedule_for((batch, logits_shape), training=True)
+        if self._builtin_loss:
+            count = torch.tensor(self._loss.count(target), dtype=torch.float64)
+            if self.dp_group is not None:
+                count = count.to(self.device)
+                dist.all_reduce(count, group=self.dp_group)
+                count = count / self.dp_size
+            self._loss.normaliser = max(float(count), 1.0)
+        kwargs = self._stage_kwargs(input_array, attention_mask, output_array)
+        losses: list[torch.Tensor] = []
+        if self.is_last:
+            outputs = schedule.step(target=target.to(self.device), losses=losses, **kwargs)
+            self.last_outputs = outputs.detach() if isinstance(outputs, torch.Tensor) else None
+            total = torch.stack([loss.detach().float() for loss in losses]).sum()
+            if not self._builtin_loss:
+                total = total / len(losses)
+        else:
+            schedule.step(**kwargs)
+            self.last_outputs = None
+            total = torch.zeros((), dtype=torch.float32, device=self.device)
+        total = total.to(self.device)
+        if self.pp_size > 1:
+            dist.broadcast(total, group=self.group, group_src=self.last_rank)
+        if self.dp_group is not None:
+            dist.all_reduce(total, group=self.dp_group)
+            total = total / self.dp_size
+        return total
+
+    @torch.no_grad()
+    def predict(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_array: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward only over all microbatches; return the logits on every rank of the pipeline."""
+        batch, logits_shape = self._check_batch(input_array, attention_mask, output_array)
+        schedule = self._schedule_for((batch, logits_shape), training=False)
+        kwargs = self._stage_kwargs(input_array, attention_mask, output_array)
+        out = schedule.step(**kwargs)
+        if self.is_last:
+            logits = out.detach().float().contiguous()
+        else:
+            logits = torch.empty(logits_shape, dtype=torch.float32, device=self.device)
+        if self.pp_size > 1:
+            dist.broadcast(logits, group=self.group, group_src=self.last_rank)
+        return logits
+
+
+# ============================================================================================ building
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, schedule: str = "1f1b",
+                   microbatches: int | None = None, group: Any = None, dp_group: Any = None,
+                   device: str | torch.device | None = None,
+                   loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+                   costs: Sequence[float] | None = None, model: Perceiver | None = None,
+                   allow_reshape: bool = False, input_len: int | None = None,
+                   output_len: int | None = None) -> PipelineHandle:
+    """Build this rank's part of a pipeline-parallel Perceiver and return its `PipelineHandle`.
+
+    ``group`` is the pipeline's process group (default: the world), ``dp_group`` the data-parallel
+    group of this rank's stages (its stage modules are wrapped in DDP over it). ``num_stages``
+    defaults to the group size (twice it for ``schedule='interleaved'``; stage ``s`` lives on group
+    rank ``s % size``); ``microbatches`` defaults to the number of stages. The weights come from
+    ``model`` when given (e.g. a loaded checkpoint), else from ``Perceiver(config)`` with the config
+    seed, so they equal the single-process model's. ``loss`` is ``'cross_entropy'`` (targets of -100
+    ignored), ``'mse'``, or a callable ``(logits, target) -> mean loss`` per microbatch. Raises
+    `ConfigError` for an impossible layout, before any communication.
+    """
+    if not isinstance(config, PerceiverConfig):
+        raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
+    config.validate()
+    name = normalise_schedule(schedule)
+    if not dist.is_available() or not dist.is_initialized():
+        raise ConfigError("build_pipeline: expected an initialised torch.distributed process group, got none "
+                          "(call gperc_core.distributed.init_distributed() or launch with torchrun)")
+    size = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    if num_stages is None:
+        num_stages = 2 * size if name == "interleaved" else size
+    _check_positive("num_stages", num_stages)
+    if name == "interleaved":
+        if num_stages % size:
+            raise ConfigError(f"num_stages: interleaved 1F1B places num_stages / ranks stages on each rank, so it "
+                              f"expects a multiple of the {size} pipeline ranks, got {num_stages}")
+    elif num_stages != size:
+        raise ConfigError(f"num_stages: schedule {name!r} runs one stage per rank, so it expects the {size} "
+                          f"pipeline ranks, got {num_stages} (use schedule='interleaved' for more)")
+    if microbatches is None:
+        microbatches = num_stages
+    _check_positive("microbatches", microbatches)
+    if name == "1f1b" and microbatches < num_stages:
+        raise ConfigError(f"microbatches: 1F1B expects at least one microbatch per stage ({num_stages}), "
+                          f"got {microbatches}")
+    if name == "interleaved":
+        rounds = max(1, microbatches // size)
+        if microbatches % rounds:
+            raise ConfigError(f"microbatches: interleaved 1F1B expects a multiple of {rounds} rounds "
+                              f"(microbatches // {size} ranks), got {microbatches}")
+    plan = plan_stages(config, num_stages, costs=costs, input_len=input_len, output_len=output_len)
+    if model is None:
+        model = Perceiver(config)
+    elif not isinstance(model, Perceiver) or model.config != config:
+        raise ConfigError(f"model: expected a Perceiver built from the same config, got {type(model).__name__}")
+    device = torch.device(device) if device is not None else (
+        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu"))
+    stage_ids = [s for s in range(num_stages) if s % size == rank]
+    stages = [PerceiverStage(model, *plan.bounds[s]).to(device) for s in stage_ids]
+    return PipelineHandle(config, plan, stages, stage_ids, name, microbatches, group, dp_group, device, loss,
+                          bool(allow_reshape))
