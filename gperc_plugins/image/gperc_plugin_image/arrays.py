@@ -179,3 +179,25 @@ def query_array(height: int, width: int, output_dim: int, num_bands: int = DEFAU
     queries = torch.zeros(height * width, int(output_dim))
     queries[:, : feats.shape[1]] = feats
     return queries
+
+
+def read_image_file(path: str) -> np.ndarray:
+    """Read one image file into the raw sample the datasets yield: ``[H, W, C]`` uint8 for PNG / JPEG
+    (decoded by torchvision), or the array of a ``.npy`` file (loaded without pickle)."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise _fail("path", "an existing image file (.png, .jpg, .jpeg or .npy)", repr(str(path)))
+    if file.suffix.lower() == ".npy":
+        try:
+            return np.load(file, allow_pickle=False)
+        except ValueError as exc:
+            raise _fail("path", "a .npy file of numbers", f"{str(path)!r} ({exc})") from None
+    from torchvision.io import ImageReadMode, decode_image, read_file  # heavy: only when reading files
+
+    try:
+        chw = decode_image(read_file(str(file)), mode=ImageReadMode.UNCHANGED)
+    except RuntimeError as exc:
+        raise _fail("path", "a PNG or JPEG image", f"{str(path)!r} ({exc})") from None
+    return chw.permute(1, 2, 0).contiguous().numpy()

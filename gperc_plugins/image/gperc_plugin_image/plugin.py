@@ -12,7 +12,7 @@ import torch
 from gperc_core import DatasetSpec, InputArray, ModalitySpec, TaskError, hookimpl
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
-from .arrays import ArrayOptions, query_array
+from .arrays import ArrayOptions, query_array, read_image_file
 from .datasets import DATASETS
 
 MODALITY = "image"
@@ -35,7 +35,8 @@ OPTIONS = {
 def gperc_register_modalities() -> list[ModalitySpec]:
     """The image modality: raw float input arrays."""
     return [ModalitySpec(name=MODALITY, description="images (H x W x C, uint8 or float) as pixels or patches "
-                         "with 2-D Fourier position features", input_type="raw", options=OPTIONS)]
+                         "with 2-D Fourier position features", input_type="raw", options=OPTIONS,
+                         read_file=read_image_file)]
 
 
 @hookimpl
