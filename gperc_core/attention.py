@@ -63,6 +63,13 @@ class MultiHeadAttention(nn.Module):
         h, hd = self.num_heads, self.head_dim
         mask = key_padding_to_sdpa(attn_mask)
         p = self.dropout if self.training else 0.0
+        if q is kv and not need_weights:
+            # self-attention: one GEMM for Q, K and V (the key's bias is zero by construction)
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
+            qkv = F.linear(q, weight, bias).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=p)
+            return self.out(out.transpose(1, 2).reshape(b, n, self.q_dim)), None
         query = self.query(q).view(b, n, h, hd).transpose(1, 2)  # [b, h, n, hd]
         if need_weights:
             key = self.key(kv).view(b, m, h, hd).transpose(1, 2)
@@ -86,9 +93,10 @@ class MultiHeadAttention(nn.Module):
             out = out + self.value.bias.view(1, h, 1, hd).to(out.dtype)
         else:
             attention = None
-            key = self.key(kv).view(b, m, h, hd).transpose(1, 2)
-            value = self.value(kv).view(b, m, h, hd).transpose(1, 2)
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p)
+            weight = torch.cat([self.key.weight, self.value.weight])
+            bias = torch.cat([torch.zeros_like(self.value.bias), self.value.bias])
+            kv_proj = F.linear(kv, weight, bias).view(b, m, 2, h, hd).permute(2, 0, 3, 1, 4)
+            out = F.scaled_dot_product_attention(query, kv_proj[0], kv_proj[1], attn_mask=mask, dropout_p=p)
         out = out.transpose(1, 2).reshape(b, n, self.q_dim)
         return self.out(out), attention
 

@@ -183,3 +183,18 @@ def test_block_residual_and_shapes():
     assert att2.shape == (2, 4, 5, 11)
     torch.testing.assert_close(att2.sum(-1), torch.ones(2, 4, 5, dtype=torch.float64))
     assert (att2[0, :, :, 11 // 2:] == 0).all()
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_fused_self_attention_equals_reference(heads):
+    """Self-attention (the same tensor as queries and keys) takes the one-GEMM QKV path."""
+    torch.manual_seed(6)
+    att = MultiHeadAttention(q_dim=16, kv_dim=16, num_heads=heads).double().eval()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 4:] = False
+    out, _ = att(x, x, mask)
+    ref, _ = einsum_reference(att, x, x, mask)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-8)
+    with_weights, _ = att(x, x, mask, need_weights=True)
+    torch.testing.assert_close(with_weights, ref, atol=1e-10, rtol=1e-8)
