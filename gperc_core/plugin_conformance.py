@@ -276,13 +276,13 @@ def check_forward(plugin: str, modality: str, arrays: Sequence[InputArray], batc
     if tuple(logits.shape) != (b, 3) or not bool(torch.isfinite(logits).all()):
         raise _fail(plugin, modality, "forward", f"expected finite logits [{b}, 3], got {tuple(logits.shape)} "
                     f"(finite: {bool(torch.isfinite(logits).all())})")
-    if sentinel_logits is not None and not torch.allclose(logits, sentinel_logits, atol=1e-4, rtol=1e-4):
-        raise _fail(plugin, modality, "forward", "the batch collated with sentinels=True gives other logits than "
-                    "the one collated with sentinels=False")
     if not torch.allclose(logits, padded_logits, atol=1e-4, rtol=1e-4):
         diff = float((logits - padded_logits).abs().max())
         raise _fail(plugin, modality, "forward", f"padding the batch to {m + 3} changed the logits by {diff:.3g}: "
                     f"the attention mask does not cover the padding")
+    if sentinel_logits is not None and not torch.allclose(logits, sentinel_logits, atol=1e-4, rtol=1e-4):
+        raise _fail(plugin, modality, "forward", "the batch collated with sentinels=True gives other logits than "
+                    "the one collated with sentinels=False")
     return logits
 
 

@@ -185,7 +185,8 @@ class PluginManager(pluggy.PluginManager):
         except ValueError as exc:
             raise PluginError(f"plugin {name!r}: {exc}") from exc
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name!r}: {exc}") from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"plugin {name!r}: {detail}") from exc
         problem = self._unknown_hooks(plugin)
         if problem:
             self.unregister(plugin)

@@ -141,32 +141,36 @@ class PluginConformance:
 
     # ----------------------------------------------------------------- fixtures
     @pytest.fixture(scope="class")
-    def conformance_manager(self):
+    @classmethod
+    def conformance_manager(cls):
         """``(manager, plugin name)``: an isolated strict manager with only this plugin."""
         from .plugin_conformance import conformance_manager
 
-        if self.plugin is None:
-            raise pytest.UsageError(f"{type(self).__name__}.plugin: expected a plugin name or module, got None")
-        return conformance_manager(self.plugin)
+        if cls.plugin is None:
+            raise pytest.UsageError(f"{cls.__name__}.plugin: expected a plugin name or module, got None")
+        return conformance_manager(cls.plugin)
 
     @pytest.fixture(scope="class")
-    def conformance_modalities(self, conformance_manager):
+    @classmethod
+    def conformance_modalities(cls, conformance_manager):
         """The `ModalitySpec` of each modality to check."""
         from .plugin_conformance import check_registration
 
         pm, name = conformance_manager
         specs = {s.name: s for s in check_registration(pm, name)}
-        wanted = list(self.modalities) if self.modalities is not None else list(specs)
+        wanted = list(cls.modalities) if cls.modalities is not None else list(specs)
         unknown = [m for m in wanted if m not in specs]
-        assert not unknown, f"{type(self).__name__}.modalities: {unknown} are not registered by {name!r}"
+        assert not unknown, f"{cls.__name__}.modalities: {unknown} are not registered by {name!r}"
         return [specs[m] for m in wanted]
 
     @pytest.fixture(scope="class")
-    def conformance_inputs(self, conformance_manager, conformance_modalities):
+    @classmethod
+    def conformance_inputs(cls, conformance_manager, conformance_modalities):
         """modality -> (spec, samples, options with the tokenizer added, tokenizer), tokenizers built once."""
         from .plugin_conformance import check_tokenizer
 
         pm, name = conformance_manager
+        self = cls()
         result = {}
         for spec in conformance_modalities:
             samples = list(self.make_samples(spec.name))

@@ -1,0 +1,173 @@
+"""Multimodal fusion in the core: several modalities' input arrays into one Perceiver input.
+
+Each modality's array is brought to one channel width ``d`` by its own learned projection (a
+linear layer for raw ``[b, m_i, c_i]`` arrays, an embedding for token ids ``[b, m_i]``), a learned
+modality embedding ``[d]`` is added to every element of that modality, and the arrays are
+concatenated along the input axis (``m = sum m_i``) with their masks (an absent mask counts as
+all-real). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
+position encoding covers the concatenated axis, so each modality keeps its own positions.
+
+`ModalityFusion` is that model: it owns the projections, the modality embeddings and a
+`Perceiver`. Its `PerceiverConfig` carries the extra field ``fusion`` (modality -> ``input_len``,
+``input_dim``, ``input_type``, ``input_num_tokens``), so it saves and loads with the same safe
+checkpoint format (``config.json`` + ``model.safetensors``) as a plain Perceiver.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .config import PerceiverConfig
+from .errors import ConfigError, InputError, describe
+from .models import Perceiver
+
+_SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
+
+
+def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
+    """Return and check the ``fusion`` field of ``config``: modality -> its input description."""
+    spec = config.get("fusion")
+    if not isinstance(spec, Mapping) or len(spec) < 1:
+        raise ConfigError(f"fusion: expected a table modality -> {{{', '.join(_SPEC_KEYS)}}}, got {spec!r}")
+    total = 0
+    for modality, entry in spec.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"fusion.{modality}: expected a table with {_SPEC_KEYS}, got {entry!r}")
+        for key in ("input_len", "input_dim"):
+            if not isinstance(entry.get(key), int) or entry[key] <= 0:
+                raise ConfigError(f"fusion.{modality}.{key}: expected a positive integer, got {entry.get(key)!r}")
+        if entry.get("input_type", "raw") not in ("raw", "tokens"):
+            raise ConfigError(f"fusion.{modality}.input_type: expected 'raw' or 'tokens', got {entry.get('input_type')!r}")
+        if entry.get("input_type") == "tokens" and not (isinstance(entry.get("input_num_tokens"), int)
+                                                         and entry["input_num_tokens"] > 0):
+            raise ConfigError(f"fusion.{modality}.input_num_tokens: expected a positive integer for a token "
+                              f"modality, got {entry.get('input_num_tokens')!r}")
+        total += entry["input_len"]
+    if config.input_len != total:
+        raise ConfigError(f"input_len: expected the sum of the fused modalities' input_len ({total}), "
+                          f"got {config.input_len}")
+    if config.input_type != "raw":
+        raise ConfigError(f"input_type: expected 'raw' for a fused model (modalities are projected first), "
+                          f"got {config.input_type!r}")
+    return {m: dict(e) for m, e in spec.items()}
+
+
+def fused_config(base: PerceiverConfig | Mapping[str, Any], modalities: Mapping[str, Mapping[str, Any]],
+                 dim: int | None = None) -> PerceiverConfig:
+    """Return the config of a `ModalityFusion` over ``modalities`` (modality -> input description):
+    ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw."""
+    values = base.to_dict() if isinstance(base, PerceiverConfig) else dict(base)
+    width = int(dim or values.get("latent_dim", PerceiverConfig().latent_dim))
+    spec = {m: {k: e.get(k) for k in _SPEC_KEYS} for m, e in modalities.items()}
+    values.update(fusion=spec, input_dim=width, input_len=sum(int(e["input_len"]) for e in spec.values()),
+                  input_type="raw", input_num_tokens=None, input_pos_shape=None)
+    if values.get("input_pos_enc") == "fourier":
+        values["input_pos_enc"] = "trainable"
+    return PerceiverConfig(**values)
+
+
+class ModalityFusion(nn.Module):
+    """A multimodal Perceiver: per-modality projections + modality embeddings + concatenation + `Perceiver`.
+
+    ``forward(input_array, attention_mask=None, output_array=None, return_attentions=False)`` takes
+    ``input_array`` as a dict modality -> ``[b, m_i, c_i]`` (or ``[b, m_i]`` token ids) and
+    ``attention_mask`` as ``None`` or a dict modality -> ``[b, m_i]`` bool mask or ``None``; it
+    returns what `Perceiver.forward` returns.
+    """
+
+    def __init__(self, config: PerceiverConfig) -> None:
+        super().__init__()
+        if not isinstance(config, PerceiverConfig):
+            raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
+        self.config = config
+        self.spec = fusion_spec(config)
+        self.modalities = list(self.spec)
+        width = int(config.input_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config.seed) + 1)
+            self.projections = nn.ModuleDict({
+                m: (nn.Embedding(e["input_num_tokens"], width) if e.get("input_type") == "tokens"
+                    else nn.Linear(e["input_dim"], width))
+                for m, e in self.spec.items()})
+            self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), width) * config.pos_init_std)
+        self.perceiver = Perceiver(config)
+
+    def fuse(self, input_array: Mapping[str, torch.Tensor],
+             attention_mask: Mapping[str, torch.Tensor | None] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the fused ``[b, sum m_i, d]`` array and its ``[b, sum m_i]`` mask (``None`` if no modality has one)."""
+        self._check(input_array, attention_mask)
+        masks = dict(attention_mask or {})
+        parts, mask_parts = [], []
+        any_mask = any(masks.get(m) is not None for m in self.modalities)
+        for k, modality in enumerate(self.modalities):
+            x = input_array[modality]
+            projection = self.projections[modality]
+            if isinstance(projection, nn.Linear):
+                x = x.to(projection.weight.dtype)
+            parts.append(projection(x) + self.modality_embedding[k])
+            if any_mask:
+                mask = masks.get(modality)
+                mask_parts.append(mask.bool() if mask is not None
+                                  else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        fused = torch.cat(parts, dim=1)
+        return fused, (torch.cat(mask_parts, dim=1) if any_mask else None)
+
+    def _check(self, input_array: Any, attention_mask: Any) -> None:
+        if torch.compiler.is_compiling():
+            return
+        if not isinstance(input_array, Mapping) or set(input_array) != set(self.modalities):
+            got = sorted(input_array) if isinstance(input_array, Mapping) else describe(input_array)
+            raise InputError(f"input_array: expected a dict with one array per modality {self.modalities}, got {got}")
+        if attention_mask is not None and not isinstance(attention_mask, Mapping):
+            raise InputError(f"attention_mask: expected None or a dict modality -> mask, got {describe(attention_mask)}")
+        batch = None
+        for modality, entry in self.spec.items():
+            x = input_array[modality]
+            tokens = entry.get("input_type") == "tokens"
+            good = isinstance(x, torch.Tensor) and (
+                (tokens and x.dim() == 2 and not x.dtype.is_floating_point)
+                or (not tokens and x.dim() == 3 and x.dtype.is_floating_point and x.shape[-1] == entry["input_dim"]))
+            if not good or x.shape[1] != entry["input_len"]:
+                want = (f"token ids [batch, {entry['input_len']}]" if tokens
+                        else f"a float tensor [batch, {entry['input_len']}, {entry['input_dim']}]")
+                raise InputError(f"input_array[{modality!r}]: expected {want}, got {describe(x)}")
+            if batch is not None and x.shape[0] != batch:
+                raise InputError(f"input_array[{modality!r}]: expected batch size {batch} like the other modalities, "
+                                 f"got {x.shape[0]}")
+            batch = x.shape[0]
+            mask = (attention_mask or {}).get(modality)
+            if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(x.shape[:2])):
+                raise InputError(f"attention_mask[{modality!r}]: expected shape {list(x.shape[:2])} or None, "
+                                 f"got {describe(mask)}")
+
+    def forward(self, input_array: Mapping[str, torch.Tensor],
+                attention_mask: Mapping[str, torch.Tensor | None] | None = None,
+                output_array: torch.Tensor | None = None, return_attentions: bool = False):
+        fused, mask = self.fuse(input_array, attention_mask)
+        return self.perceiver(fused, mask, output_array, return_attentions)
+
+    # The same utilities as a Perceiver (they only use the module's parameters and ``config``).
+    num_parameters = Perceiver.num_parameters
+    save = Perceiver.save
+    from_pretrained = Perceiver.__dict__["from_pretrained"]
+
+
+def model_for_config(config: PerceiverConfig) -> nn.Module:
+    """Return a fresh model for ``config``: a `ModalityFusion` when it has a ``fusion`` field, else a `Perceiver`."""
+    return ModalityFusion(config) if config.get("fusion") else Perceiver(config)
+
+
+def load_any_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load ``directory``'s model (a `Perceiver` or a `ModalityFusion`, as its config says)."""
+    from .checkpoint import load_model, read_config
+
+    config = read_config(directory)
+    cls = ModalityFusion if config.get("fusion") else Perceiver
+    return load_model(directory, map_location=map_location, model_cls=cls)
+
+
+__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model"]

@@ -1,0 +1,81 @@
+"""Evaluation metrics and the ``metrics.jsonl`` log of a run.
+
+`MetricAccumulator` sums loss and correct predictions over batches (classification: one label per
+sample; dense: one label per output query, ``-100`` ignored) without keeping the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of ``logits`` ``[b, C]`` or ``[b, o, C]`` against ``target`` ``[b]`` or ``[b, o]``
+    (``-100`` ignored), computed in float32; returns the mean over the labelled positions."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+
+
+class MetricAccumulator:
+    """Running loss and accuracy over evaluation batches; `compute` returns the metrics dict."""
+
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.count = 0
+        self.samples = 0
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch of ``logits`` and ``target`` (shapes as in `classification_loss`)."""
+        flat_logits = logits.float().reshape(-1, logits.shape[-1])
+        flat_target = target.reshape(-1)
+        keep = flat_target != IGNORE_INDEX
+        n = int(keep.sum())
+        if n:
+            loss = F.cross_entropy(flat_logits, flat_target, ignore_index=IGNORE_INDEX, reduction="sum")
+            self.loss_sum += float(loss)
+            self.correct += int((flat_logits.argmax(-1)[keep] == flat_target[keep]).sum())
+        self.count += n
+        self.samples += int(target.shape[0])
+
+    def compute(self) -> dict[str, float]:
+        """Return ``loss`` (mean per labelled position), ``accuracy``, ``perplexity`` and ``samples``."""
+        if not self.count:
+            return {"loss": float("nan"), "accuracy": float("nan"), "perplexity": float("nan"),
+                    "samples": self.samples}
+        loss = self.loss_sum / self.count
+        return {"loss": loss, "accuracy": self.correct / self.count,
+                "perplexity": math.exp(min(loss, 50.0)), "samples": self.samples}
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (flushed and fsync'd so a crash keeps it)."""
+    import os
+
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record, sort_keys=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON-lines file, skipping a torn last line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
