@@ -305,7 +305,8 @@ def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] =
 
     import torch.multiprocessing as mp
 
-    context = mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "torch.distributed", "gperc_core.distributed", "gperc_core.pipeline"])
     results = context.Queue()
     init_method = _free_rendezvous()
     procs = [context.Process(target=_worker_main, daemon=False,
