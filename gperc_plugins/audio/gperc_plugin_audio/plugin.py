@@ -1,0 +1,59 @@
+"""The audio plugin's hook implementations (entry point ``audio = "gperc_plugin_audio.plugin"``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl
+
+from . import PLUGIN_NAME
+from .datasets import load_audio_folder, load_spoken_digits
+from .options import OPTION_DOCS
+from .synth import INSTALL_HINT
+
+MODALITY = "audio"
+
+
+@hookimpl
+def gperc_register_modalities() -> list[ModalitySpec]:
+    """Register the ``audio`` modality (raw float arrays)."""
+    return [ModalitySpec(name=MODALITY, input_type="raw", options=dict(OPTION_DOCS), read_file=read_file,
+                         description="waveforms as log-mel / MFCC frames or raw samples with Fourier features")]
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Read one audio file (for ``gperc predict``) into the raw sample the hooks take:
+    ``{"waveform": [C, T] float32, "sample_rate": int, "path": str}``."""
+    from .waveform import read_audio
+
+    waveform, rate = read_audio(path)
+    return {"waveform": waveform, "sample_rate": rate, "path": str(path)}
+
+
+@hookimpl
+def gperc_register_datasets() -> list[DatasetSpec]:
+    """Register ``spoken-digits`` (synthesised by espeak-ng and flite) and ``audio-folder``."""
+    return [
+        DatasetSpec(name="spoken-digits", modalities=[MODALITY], load=load_spoken_digits, num_classes=10,
+                    description="digits 0-9 spoken by espeak-ng and flite voices; test = a held-out flite voice",
+                    install_hint=INSTALL_HINT),
+        DatasetSpec(name="audio-folder", modalities=[MODALITY], load=load_audio_folder,
+                    description="your audio files laid out as <root>/<label>/<file>.wav (options: root)",
+                    install_hint="set options root = '<folder with one sub-folder per label>'"),
+    ]
+
+
+@hookimpl
+def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
+    """Turn one audio sample (path, array, ``(array, rate)`` or dict) into its input array."""
+    if modality != MODALITY:
+        return None
+    from .features import to_array
+    from .options import AudioOptions
+    from .waveform import prepare_waveform
+
+    opts = AudioOptions.from_dict(options)
+    return InputArray(array=to_array(prepare_waveform(sample, opts), opts))
+
+
+__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_input_array", "PLUGIN_NAME"]
