@@ -1,0 +1,86 @@
+"""The hook implementations of gperc-plugin-text (entry point ``text`` in group ``gperc``).
+
+Importing this module is cheap: sentencepiece loads with the first SentencePiece tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, TaskError, hookimpl
+
+from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
+from .arrays import TextOptions, text_input_array
+from .datasets import DATASETS
+from .tokenizers import BytesTokenizer, SentencePieceTokenizer, cache_dir, train_sentencepiece
+
+MODALITY = "text"
+
+OPTIONS = {
+    "tokenizer": "'sentencepiece' (default: unigram with byte fallback, trained on the task's corpus) or 'bytes'",
+    "vocab_size": "SentencePiece vocabulary size (default 8000; a soft limit on small corpora)",
+    "tokenizer_path": "load this SentencePiece .model instead of training one",
+    "cache_dir": "where trained tokenizers are cached (default $GPERC_CACHE, then ~/.cache/gperc)",
+    "max_len": "longest token sequence (default 64); longer texts are truncated",
+    "add_eos": "end every sequence with the EOS id (default true)",
+    "task": "'classification' (default) or 'mlm' (masked ids padded to max_len, labels per position)",
+    "mask_prob": "MLM: share of tokens masked (default 0.15, at least one per text)",
+    "mask_seed": "MLM: fixed masks per text from this seed (default: fresh masks on every call)",
+    "root": "folder of WordNet's data.noun / data.verb (default $GPERC_WORDNET, then /usr/share/wordnet)",
+    "with_lemmas": "prefix each gloss with its synset's words (default false)",
+    "max_samples": "keep only the first N samples of each split (quick runs)",
+}
+
+
+def read_text_file(path: str) -> str:
+    """Read one UTF-8 text file into the raw sample the datasets yield (a string, trailing newline dropped)."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{PLUGIN}: path: expected an existing text file, got {str(path)!r}")
+    try:
+        return file.read_text(encoding="utf-8").rstrip("\n")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{PLUGIN}: path: expected UTF-8 text, got {str(path)!r} ({exc})") from None
+
+
+@hookimpl
+def gperc_register_modalities() -> list[ModalitySpec]:
+    """The text modality: integer token ids."""
+    return [ModalitySpec(name=MODALITY, description="text as SentencePiece (byte fallback) or raw-byte token ids",
+                         input_type="tokens", options=OPTIONS, read_file=read_text_file)]
+
+
+@hookimpl
+def gperc_register_datasets() -> list[DatasetSpec]:
+    """WordNet glosses (41 lexicographer-file classes)."""
+    return list(DATASETS)
+
+
+@hookimpl
+def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any] | None) -> Any:
+    """Bytes, a SentencePiece model from ``tokenizer_path``, or one trained on ``corpus`` (cached)."""
+    if modality != MODALITY:
+        return None
+    text = TextOptions(options)
+    if text.tokenizer_obj is not None:
+        return text.tokenizer_obj
+    if text.tokenizer_kind == "bytes":
+        return BytesTokenizer()
+    path = (options or {}).get("tokenizer_path")
+    if path:
+        return SentencePieceTokenizer.load(path)
+    if corpus is None:
+        raise TaskError(f"{PLUGIN}: corpus: expected the training texts to train SentencePiece on (or "
+                        f"options['tokenizer_path'] / tokenizer='bytes'), got None")
+    return train_sentencepiece(corpus, text.vocab_size, cache_dir(options))
+
+
+@hookimpl
+def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
+    """One text to token ids ``[m]`` (classification) or masked ids + labels padded to ``max_len`` (MLM)."""
+    if modality != MODALITY:
+        return None
+    if isinstance(sample, dict) and MODALITY in sample:
+        sample = sample[MODALITY]
+    return text_input_array(sample, TextOptions(options))
