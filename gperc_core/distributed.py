@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
 import sys
 import tempfile
@@ -38,6 +39,7 @@ PEER_FAILED_EXIT: int = 3
 """Exit code of a rank that stops because another rank failed."""
 
 FAILURE_KEY = "gperc/failure"
+_LOST_PEER_MARKS = ("Connection closed by peer", "Timed out", "Connection reset", "timed out")
 _POLL_S = 0.2
 
 __all__ = ["DistContext", "ParallelLayout", "init_distributed", "build_layout", "wrap_ddp", "failure_guard",
@@ -225,9 +227,18 @@ class _Watchdog(threading.Thread):
 
 
 def _describe_failure(ctx: DistContext, exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
-    first = " ".join(line.strip() for line in text[:3])
-    return f"rank {ctx.rank}: {first[:800]}"
+    """``"rank R: RootError: message"``: the innermost cause (torch wraps stage errors), one line."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    text = " ".join(line.strip() for line in str(root).strip().splitlines()[:3])
+    described = f"rank {ctx.rank}: {type(root).__name__}: {text}"[:800]
+    if root is not exc:
+        wrapper = " ".join(str(exc).strip().splitlines()[:1]).strip()
+        described += f" (raised as {type(exc).__name__}: {wrapper[:200]})"
+    if any(mark in text for mark in _LOST_PEER_MARKS):
+        described += " - no rank posted a failure, so a peer was killed or hung; see the other ranks' logs"
+    return described
 
 
 @contextmanager
@@ -246,9 +257,12 @@ def failure_guard(ctx: DistContext) -> Iterator[None]:
         watchdog.own_failure.set()
         peer = _read_failure(ctx)
         if peer is not None and not peer.startswith(f"rank {ctx.rank}:"):
-            raise RuntimeError(f"rank {ctx.rank} stopped: {peer} (here: {type(exc).__name__}: {exc})") from exc
-        _post_failure(ctx, _describe_failure(ctx, exc))
-        print(f"gperc: {_describe_failure(ctx, exc)}", file=sys.stderr, flush=True)
+            message = f"rank {ctx.rank} stopping because {peer} (here: {type(exc).__name__}: {exc})"
+            print(f"gperc: {message}", file=sys.stderr, flush=True)
+            raise RuntimeError(message) from exc
+        described = _describe_failure(ctx, exc)
+        _post_failure(ctx, described)
+        print(f"gperc: {described}", file=sys.stderr, flush=True)
         raise
     finally:
         watchdog.stop_event.set()
@@ -276,29 +290,36 @@ def free_port() -> int:
 
 
 def _worker_main(rank: int, fn: Callable[..., Any], world_size: int, init_method: str, timeout_s: float,
-                 threads: int, args: tuple, results: Any) -> None:
+                 threads: int, args: tuple, results: Any, log_dir: str | None) -> None:
     torch.set_num_threads(threads)
+    if log_dir is not None:  # this rank's stdout and stderr go to log_dir/rank<r>.log
+        log = open(os.path.join(log_dir, f"rank{rank}.log"), "w", buffering=1)  # noqa: SIM115 - lives with the process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
     ctx = init_distributed(rank=rank, world_size=world_size, init_method=init_method, timeout_s=timeout_s,
                            device="cpu")
     try:
         with failure_guard(ctx):
             value = fn(ctx, *args)
-        results.put((rank, "ok", value))
+        results.put((rank, "ok", pickle.dumps(value)))  # by value: no shared-memory handles to a dead process
     except BaseException as exc:  # noqa: BLE001
-        results.put((rank, "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        results.put((rank, "error", (_describe_failure(ctx, exc), traceback.format_exc())))
         raise
     finally:
         shutdown()
 
 
 def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *, timeout_s: float = 60.0,
-                  threads: int = 1, join_timeout_s: float | None = None) -> list[Any]:
+                  threads: int = 1, join_timeout_s: float | None = None, log_dir: str | None = None) -> list[Any]:
     """Run ``fn(ctx, *args)`` on ``world_size`` CPU processes (gloo, file rendezvous) and return the
     per-rank results in rank order.
 
     ``fn`` must be importable by name (a module-level function); its result must pickle. Raises
     `RankFailure` naming the failed rank and its error when any rank fails, and when the job has not
-    ended after ``join_timeout_s`` (default: three process-group timeouts).
+    ended after ``join_timeout_s`` (default: three process-group timeouts). With ``log_dir`` each
+    rank's stdout and stderr go to ``log_dir/rank<r>.log``.
     """
     import queue
     import time
@@ -310,7 +331,8 @@ def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] =
     results = context.Queue()
     init_method = _free_rendezvous()
     procs = [context.Process(target=_worker_main, daemon=False,
-                             args=(r, fn, world_size, init_method, float(timeout_s), threads, tuple(args), results))
+                             args=(r, fn, world_size, init_method, float(timeout_s), threads, tuple(args), results,
+                                   log_dir))
              for r in range(world_size)]
     for p in procs:
         p.start()
@@ -344,11 +366,14 @@ def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] =
         path = init_method[len("file://"):]
         if os.path.exists(path):
             os.unlink(path)
-    errors = [f"rank {r}: {v}" for r, (s, v) in sorted(collected.items()) if s == "error"]
-    if errors:
-        raise RankFailure("; ".join(errors))
+    errors = [value[0] for _, (status, value) in sorted(collected.items()) if status == "error"]
     missing = [r for r in range(world_size) if r not in collected]
-    if missing:
-        codes = {r: procs[r].exitcode for r in missing}
-        raise RankFailure(f"ranks {missing} ended without a result (exit codes {codes})")
-    return [collected[r][1] for r in range(world_size)]
+    if errors or missing:
+        parts = list(errors)
+        if missing:
+            parts.append(f"ranks {missing} ended without a result (exit codes "
+                         f"{ {r: procs[r].exitcode for r in missing} })")
+        failure = RankFailure("; ".join(parts))
+        failure.details = {r: value[1] for r, (status, value) in collected.items() if status == "error"}
+        raise failure
+    return [pickle.loads(collected[r][1]) for r in range(world_size)]
