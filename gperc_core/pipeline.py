@@ -33,7 +33,7 @@ from .errors import CheckpointError, ConfigError, InputError, describe
 from .models import Embeddings, Perceiver, validate_inputs
 from .sentinels import resolve_mask, resolve_output_array
 
-__all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "PerceiverStage",
+__all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "PerceiverStage", "cut_stage",
            "PipelineHandle", "build_pipeline", "SCHEDULES", "REFUSED_SCHEDULES"]
 
 SCHEDULES: dict[str, str] = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B",
@@ -290,14 +290,64 @@ class PerceiverStage(Perceiver):
                               "with PipelineHandle.full_state_dict() (or PipelineHandle.save)")
 
 
+def _fusion_stage_class() -> type:
+    """`FusionStage`, defined on first use so that importing the pipeline does not import fusion."""
+    global _FUSION_STAGE
+    if _FUSION_STAGE is None:
+        from .fusion import ModalityFusion
+
+        class FusionStage(ModalityFusion):
+            """One pipeline stage of a multimodal `ModalityFusion`: the first stage also owns the modality
+            projections and embeddings (it fuses the per-modality arrays before encoding); every stage holds
+            its `PerceiverStage` at ``perceiver``, so state-dict keys equal the single-process model's."""
+
+            def __init__(self, model: ModalityFusion, start: int, stop: int) -> None:
+                nn.Module.__init__(self)
+                self.config, self.spec, self.modalities = model.config, model.spec, model.modalities
+                self.perceiver = PerceiverStage(model.perceiver, start, stop)
+                self.has_encoder, self.has_decoder = self.perceiver.has_encoder, self.perceiver.has_decoder
+                self.projections = model.projections if self.has_encoder else None
+                self.modality_embedding = model.modality_embedding if self.has_encoder else None
+
+            def forward(self, latents: torch.Tensor | None = None, *, input_array: Any = None,
+                        attention_mask: Any = None, output_array: torch.Tensor | None = None) -> torch.Tensor:
+                if self.has_encoder:
+                    fused, mask = self.fuse(input_array, attention_mask)
+                    return self.perceiver(input_array=fused, attention_mask=mask, output_array=output_array)
+                return self.perceiver(latents, output_array=output_array)
+
+        _FUSION_STAGE = FusionStage
+    return _FUSION_STAGE
+
+
+_FUSION_STAGE: type | None = None
+
+
+def cut_stage(model: nn.Module, start: int, stop: int) -> nn.Module:
+    """Return the stage of ``model`` (a `Perceiver` or a multimodal `ModalityFusion`) that owns blocks
+    ``[start, stop)``; it shares its parameters with ``model``."""
+    if isinstance(model, Perceiver):
+        return PerceiverStage(model, start, stop)
+    return _fusion_stage_class()(model, start, stop)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
 # ============================================================================================ the handle
 class _PipelineLoss:
     """Loss of one microbatch as a share of the whole batch's loss, so that the microbatch losses (and
     gradients) add up exactly to the single-process batch loss: ``sum / normaliser`` where the
     normaliser counts the batch's valid targets (set before each step)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, label_smoothing: float = 0.0) -> None:
         self.kind = kind
+        self.label_smoothing = float(label_smoothing)
         self.normaliser = 1.0
 
     def count(self, target: torch.Tensor) -> float:
@@ -310,7 +360,8 @@ class _PipelineLoss:
         if self.kind == "cross_entropy":
             if logits.dim() == 3:
                 logits, target = logits.flatten(0, 1), target.flatten()
-            total = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="sum")
+            total = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="sum",
+                                    label_smoothing=self.label_smoothing)
         else:
             total = F.mse_loss(logits.float(), target.to(torch.float32), reduction="sum")
         return total / self.normaliser
@@ -344,9 +395,10 @@ class PipelineHandle:
     every key, both in the single-process layout.
     """
 
-    def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[PerceiverStage], stage_ids: list[int],
+    def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[nn.Module], stage_ids: list[int],
                  schedule: str, microbatches: int, group: Any, dp_group: Any, device: torch.device,
-                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool) -> None:
+                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool,
+                 label_smoothing: float = 0.0) -> None:
         self.config = config
         self.plan = plan
         self.schedule_name = schedule
@@ -377,13 +429,21 @@ class PipelineHandle:
         else:
             if loss not in ("cross_entropy", "mse"):
                 raise ConfigError(f"loss: expected 'cross_entropy', 'mse' or a callable, got {loss!r}")
-            self._loss = _PipelineLoss(loss)
+            self._loss = _PipelineLoss(loss, label_smoothing)
             self._builtin_loss = True
         self._train_schedule: Any = None
         self._eval_schedule: Any = None
         self._signature: tuple | None = None
         self._eval_signature: tuple | None = None
         self.last_outputs: torch.Tensor | None = None
+        self.fusion: Any = None
+        if config.get("fusion"):
+            from types import SimpleNamespace
+
+            from .fusion import fusion_spec
+
+            spec = fusion_spec(config)
+            self.fusion = SimpleNamespace(spec=spec, modalities=list(spec))
 
     # ------------------------------------------------------------------ parameters and state
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -482,8 +542,20 @@ class PipelineHandle:
         return (batch, o, c.num_classes)
 
     def _check_batch(self, input_array: Any, attention_mask: Any, output_array: Any) -> tuple[int, tuple[int, ...]]:
-        validate_inputs(self.config, input_array, attention_mask, output_array)
-        batch = int(input_array.shape[0])
+        if self.fusion is not None:
+            from .fusion import ModalityFusion
+
+            ModalityFusion._check(self.fusion, input_array, attention_mask)
+            batch = int(next(iter(input_array.values())).shape[0])
+            output_array = resolve_output_array(output_array)
+            if output_array is not None and (
+                    not isinstance(output_array, torch.Tensor) or output_array.dim() != 3
+                    or output_array.shape[0] != batch or output_array.shape[2] != self.config.output_dim):
+                raise InputError(f"output_array: expected a float tensor [{batch}, o, {self.config.output_dim}] "
+                                 f"(or the [{batch}] sentinel), got {describe(output_array)}")
+        else:
+            validate_inputs(self.config, input_array, attention_mask, output_array)
+            batch = int(input_array.shape[0])
         if batch % self.microbatches:
             raise InputError(f"input_array: expected a batch size divisible by microbatches={self.microbatches}, "
                              f"got {batch}")
@@ -500,17 +572,18 @@ class PipelineHandle:
         elif target.shape[0] != logits_shape[0]:
             raise InputError(f"target: expected {logits_shape[0]} rows (the batch size), got {describe(target)}")
 
-    def _stage_kwargs(self, input_array: torch.Tensor, attention_mask: Any, output_array: Any) -> dict[str, Any]:
+    def _stage_kwargs(self, input_array: Any, attention_mask: Any, output_array: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
-        dev = self.device
         if self.is_first:
-            kwargs["input_array"] = input_array.to(dev)
+            kwargs["input_array"] = input_array
         mask_needed = self.is_first or (self.is_last and self.config.decoder_reduction == "eot")
-        if mask_needed and isinstance(attention_mask, torch.Tensor):
-            kwargs["attention_mask"] = attention_mask.to(dev)
+        if self.fusion is not None and isinstance(attention_mask, torch.Tensor):
+            attention_mask = resolve_mask(attention_mask)  # a fused model takes a dict of masks or None
+        if mask_needed and attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
         if self.is_last and isinstance(output_array, torch.Tensor):
-            kwargs["output_array"] = output_array.to(dev)
-        return kwargs
+            kwargs["output_array"] = output_array
+        return _to_device(kwargs, self.device)
 
     def _new_schedule(self, training: bool) -> Any:
         from torch.distributed.pipelining import PipelineStage
@@ -608,7 +681,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
                    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
                    costs: Sequence[float] | None = None, model: Perceiver | None = None,
                    allow_reshape: bool = False, input_len: int | None = None,
-                   output_len: int | None = None) -> PipelineHandle:
+                   output_len: int | None = None, label_smoothing: float = 0.0) -> PipelineHandle:
     """Build this rank's part of a pipeline-parallel Perceiver and return its `PipelineHandle`.
 
     ``group`` is the pipeline's process group (default: the world), ``dp_group`` the data-parallel
@@ -617,7 +690,9 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     rank ``s % size``); ``microbatches`` defaults to the number of stages. The weights come from
     ``model`` when given (e.g. a loaded checkpoint), else from ``Perceiver(config)`` with the config
     seed, so they equal the single-process model's. ``loss`` is ``'cross_entropy'`` (targets of -100
-    ignored), ``'mse'``, or a callable ``(logits, target) -> mean loss`` per microbatch. Raises
+    ignored, ``label_smoothing`` applied), ``'mse'``, or a callable ``(logits, target) -> mean loss``
+    per microbatch. ``allow_reshape`` lets a batch of another size or output length rebuild the
+    schedule (a shape-inference round) instead of raising. Raises
     `ConfigError` for an impossible layout, before any communication.
     """
     if not isinstance(config, PerceiverConfig):
@@ -650,14 +725,20 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
         if microbatches % rounds:
             raise ConfigError(f"microbatches: interleaved 1F1B expects a multiple of {rounds} rounds "
                               f"(microbatches // {size} ranks), got {microbatches}")
+    if config.get("fusion") and config.decoder_reduction == "eot":
+        raise ConfigError("decoder_reduction: 'eot' of a multimodal (fused) model is not supported in a pipeline, "
+                          "got 'eot' with fusion")
     plan = plan_stages(config, num_stages, costs=costs, input_len=input_len, output_len=output_len)
     if model is None:
-        model = Perceiver(config)
-    elif not isinstance(model, Perceiver) or model.config != config:
-        raise ConfigError(f"model: expected a Perceiver built from the same config, got {type(model).__name__}")
+        from .fusion import model_for_config
+
+        model = model_for_config(config)
+    elif getattr(model, "config", None) != config or not isinstance(model, nn.Module):
+        raise ConfigError(f"model: expected a Perceiver (or ModalityFusion) built from the same config, "
+                          f"got {type(model).__name__}")
     device = torch.device(device) if device is not None else (
         torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu"))
     stage_ids = [s for s in range(num_stages) if s % size == rank]
-    stages = [PerceiverStage(model, *plan.bounds[s]).to(device) for s in stage_ids]
+    stages = [cut_stage(model, *plan.bounds[s]).to(device) for s in stage_ids]
     return PipelineHandle(config, plan, stages, stage_ids, name, microbatches, group, dp_group, device, loss,
-                          bool(allow_reshape))
+                          bool(allow_reshape), label_smoothing)

@@ -148,6 +148,38 @@ def _case_batch(config, mask, out, dense, sentinels):
     return x, attention_mask, output_array, target, ref_mask, ref_out
 
 
+def fused_batch(batch: int = 8):
+    """A multimodal (fused) config and batch: raw "audio" frames with a mask, "text" token ids without one."""
+    from gperc_core.fusion import fused_config
+
+    config = fused_config(tiny_config(), {"audio": {"input_len": 6, "input_dim": 3, "input_type": "raw"},
+                                          "text": {"input_len": 5, "input_dim": 1, "input_type": "tokens",
+                                                   "input_num_tokens": 9}})
+    gen = torch.Generator().manual_seed(4)
+    x = {"audio": torch.randn(batch, 6, 3, generator=gen), "text": torch.randint(0, 9, (batch, 5), generator=gen)}
+    mask = {"audio": torch.arange(6)[None, :] < torch.randint(1, 7, (batch,), generator=gen)[:, None], "text": None}
+    target = torch.randint(0, config.num_classes, (batch,), generator=gen)
+    return config, x, mask, target
+
+
+def _fused_case(build_pipeline):
+    from gperc_core.fusion import ModalityFusion
+
+    config, x, mask, target = fused_batch()
+    reference = ModalityFusion(config)
+    ref_loss = F.cross_entropy(reference(x, mask), target, label_smoothing=0.1)
+    ref_loss.backward()
+    ref_grads = {k: p.grad for k, p in reference.named_parameters() if p.grad is not None}
+    handle = build_pipeline(config, schedule="1f1b", microbatches=2, label_smoothing=0.1)
+    loss = handle.step(x, target, mask)
+    grads = {k: p.grad for k, p in handle.named_parameters() if p.grad is not None}
+    return {"loss_diff": abs(loss.item() - ref_loss.item()),
+            "grad_diff": max((grads[k] - ref_grads[k]).abs().max().item() for k in grads),
+            "grad_keys": sorted(grads), "ref_keys": sorted(ref_grads),
+            "missing_here": sorted(k for k in ref_grads if k in dict(handle.named_parameters()) and k not in grads),
+            "logit_diff": (handle.predict(x, mask) - reference(x, mask).detach()).abs().max().item()}
+
+
 def _equivalence_worker(ctx, cases):
     from gperc_core.pipeline import build_pipeline
 
@@ -173,6 +205,7 @@ def _equivalence_worker(ctx, cases):
             "missing_here": sorted(k for k in ref_grads if k in dict(handle.named_parameters()) and k not in grads),
             "logit_diff": (logits - ref_logits).abs().max().item(),
         }
+    report["fused-1f1b-label-smoothing"] = _fused_case(build_pipeline)
     # errors before any communication: both ranks raise the same InputError
     config = tiny_config()
     handle = build_pipeline(config, schedule="1f1b", microbatches=4)
@@ -197,7 +230,7 @@ def equivalence_reports():
     return spawn_workers(_equivalence_worker, 2, args=(CASES,), timeout_s=60)
 
 
-@pytest.mark.parametrize("case", [c[0] for c in CASES])
+@pytest.mark.parametrize("case", [c[0] for c in CASES] + ["fused-1f1b-label-smoothing"])
 def test_pipelined_loss_and_gradients_equal_single_process(equivalence_reports, case):
     per_rank = [r[case] for r in equivalence_reports]
     for rank, r in enumerate(per_rank):
