@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from gperc_core.cli import main
 from gperc_core.cli.plugins import format_table
@@ -87,3 +91,57 @@ def test_plugins_command_in_process(monkeypatch, capsys):
 ])
 def test_format_table_edge_cases(infos, expected):
     assert expected in format_table(infos)
+
+
+# --------------------------------------------------------------------- the "Write a plugin" documentation
+DOC = Path(__file__).parent.parent / "docs" / "write-a-plugin.md"
+DOC_FILE = re.compile(r"^File `([^`]+)`:\n\n```\w*\n(.*?)^```$", re.S | re.M)
+
+
+def install_doc_plugin(root: Path) -> tuple[Path, Path]:
+    """Write the files of the documented plugin under ``root`` exactly as the doc shows them, and
+    install them the way pip does (a dist-info built from its pyproject.toml); returns (project, site)."""
+    files = DOC_FILE.findall(DOC.read_text())
+    assert len(files) == 4, [path for path, _ in files]
+    for path, text in files:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    project_dir = root / "gperc-plugin-series"
+    project = tomllib.loads((project_dir / "pyproject.toml").read_text())["project"]
+    site = root / "site"
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}"]
+    (info / "METADATA").write_text("\n".join(lines + [f"Requires-Dist: {d}" for d in project["dependencies"]]) + "\n")
+    eps = "".join(f"{k} = {v}\n" for k, v in project["entry-points"]["gperc"].items())
+    (info / "entry_points.txt").write_text(f"[gperc]\n{eps}")
+    shutil.copytree(project_dir / "gperc_plugin_series", site / "gperc_plugin_series")
+    return project_dir, site
+
+
+def test_the_documented_plugin_works_as_written(tmp_path, monkeypatch, capsys):
+    project_dir, site = install_doc_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "gperc_plugin_series", raising=False)
+    monkeypatch.delitem(sys.modules, "gperc_plugin_series.plugin", raising=False)
+    # it appears in `gperc plugins`
+    assert main(["--plugins", "series", "plugins", "--json"]) == 0
+    (info,) = [i for i in json.loads(capsys.readouterr().out) if i["name"] == "series"]
+    assert (info["distribution"], info["version"], info["error"]) == ("gperc-plugin-series", "0.1.0", None)
+    assert info["registered"] == {"modalities": ["series"], "datasets": ["trends"], "tasks": ["series/trends"]}
+    # its task builds and its model runs on a batch
+    from gperc_core.plugins import get_plugin_manager
+    from gperc_core.tasks import create_task
+
+    pm = get_plugin_manager(allow=["series"], strict=True)
+    task = create_task("series/trends", pm=pm)
+    batch = task.split("train").batch(torch.arange(8))
+    logits = task.build_model()(batch["input_array"], batch["attention_mask"], batch["output_array"])
+    assert logits.shape == (8, 3) and bool(torch.isfinite(logits).all())
+    # its own conformance test passes, run by pytest the way the doc says
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project_dir / "tests")],
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1",
+                                 "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "7 passed" in result.stdout
