@@ -33,7 +33,7 @@ sys.path.insert(0, str(BENCH))
 from core.report import add_derived, check_goals, markdown  # noqa: E402
 from core.runner import run_child  # noqa: E402
 from core.shapes import SHAPES  # noqa: E402
-from core.worker import IMPLS, PRECISIONS  # noqa: E402
+from core.worker import IMPLS, PRECISIONS, PROTOTYPES  # noqa: E402
 
 # warm-up steps, timed steps, time limit (s) per measurement
 SCHEDULE = {"cifar": (2, 5, 400), "long": (1, 3, 600), "huge": (1, 2, 900), "tiny": (1, 2, 120)}
@@ -106,7 +106,7 @@ def cpu_name() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=["cifar", "long", "huge"], choices=sorted(SHAPES))
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS + PROTOTYPES)
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=0, help="timed steps (0: per-shape default)")
@@ -137,8 +137,8 @@ def measure_one(args: argparse.Namespace, impl: str, shape: str, precision: str,
     steps = args.steps or steps
     timeout = args.timeout or timeout
     base = {"impl": impl, "shape": shape, "precision": precision}
-    python = sys.executable if impl == "gperc" else str(args.peers_venv / "bin" / "python")
-    if impl != "gperc" and peers_error:
+    python = sys.executable if impl.startswith("gperc") else str(args.peers_venv / "bin" / "python")
+    if not impl.startswith("gperc") and peers_error:
         return {**base, "status": "failed", "reason": peers_error}
     cmd = [python, str(BENCH / "core" / "worker.py"), "--impl", impl, "--shape", shape, "--precision", precision,
            "--warmup", str(warmup), "--steps", str(steps), "--threads", str(args.threads),
@@ -156,14 +156,15 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     keyed = {(r["impl"], r["shape"], r["precision"]): r for r in old if "impl" in r}
     keyed.update({(r["impl"], r["shape"], r["precision"]): r for r in new})
     order = {name: i for i, name in enumerate(SHAPES)}
+    impls = IMPLS + PROTOTYPES
     return sorted(keyed.values(), key=lambda r: (order.get(r["shape"], 99), PRECISIONS.index(r["precision"]),
-                                                 IMPLS.index(r["impl"])))
+                                                 impls.index(r["impl"]) if r["impl"] in impls else 99))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     peers_error = None
-    if any(i != "gperc" for i in args.impls):
+    if any(not i.startswith("gperc") for i in args.impls):
         peers_error = ensure_peers(args.peers_venv)
         if peers_error:
             print(peers_error, file=sys.stderr)

@@ -12,7 +12,7 @@ from .shapes import get_shape
 
 PEERS = ("krasserm", "lucidrains", "hf")
 NAMES = {"gperc": "gperc", "krasserm": "krasserm perceiver-io", "lucidrains": "lucidrains perceiver-pytorch",
-         "hf": "HF transformers Perceiver"}
+         "hf": "HF transformers Perceiver", "gperc_proto": "gperc + attention dispatch (prototype)"}
 
 
 def _ok(r: dict | None) -> bool:

@@ -3,7 +3,8 @@
 Run as ``python bench/core/worker.py --impl gperc --shape cifar --precision fp32`` (with the
 project's .venv for gperc, .peers-venv for the peers). The last stdout line is one JSON object:
 ``status`` ("ok" or "failed"), per-step times, the median, samples/s, peak RSS, and on failure
-the reason. A step is: gradients cleared, forward (under ``torch.autocast("cpu", bfloat16)`` for
+the reason. ``step_cpu_s`` is the process CPU time of each step (all threads): with other
+processes on the machine, wall time grows while CPU time mostly does not. A step is: gradients cleared, forward (under ``torch.autocast("cpu", bfloat16)`` for
 bf16), ``cross_entropy`` in fp32, ``backward``. No optimizer step.
 
 Memory: ``peak_rss_mb`` is the process's resident-set high-water mark (``getrusage`` ru_maxrss,
@@ -29,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so that `core` imports
 
 IMPLS = ("gperc", "krasserm", "lucidrains", "hf")
+PROTOTYPES = ("gperc_proto",)  # measured on request (--impls gperc_proto), not by default
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -45,7 +47,7 @@ def peak_rss_mb() -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--impl", required=True, choices=IMPLS)
+    p.add_argument("--impl", required=True, choices=IMPLS + PROTOTYPES)
     p.add_argument("--shape", required=True)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
@@ -94,17 +96,20 @@ def measure(args: argparse.Namespace) -> dict:
     for _ in range(args.warmup):
         train_step(model, forward, x, y, args.precision)
     times: list[float] = []
+    cpu_times: list[float] = []
     start = time.perf_counter()
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = train_step(model, forward, x, y, args.precision)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
             break
     if args.profile:
         write_profile(model, forward, x, y, args.precision, Path(args.profile))
     median = statistics.median(times)
     record.update(status="ok", loss=loss, step_times_s=[round(t, 4) for t in times], median_s=round(median, 4),
+                  min_s=round(min(times), 4), step_cpu_s=[round(t, 4) for t in cpu_times],
                   samples_per_s=round(shape.b / median, 3), peak_rss_mb=round(peak_rss_mb(), 1))
     return record
 
