@@ -35,11 +35,11 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pytest
 
-__all__ = ["PluginConformance", "run_conformance", "write_fake_distribution"]
+__all__ = ["PluginConformance", "run_conformance", "write_dist_info", "write_fake_distribution"]
 
 
 def run_conformance(plugin: Any, make_samples: Any, options: Any = None,
@@ -50,24 +50,33 @@ def run_conformance(plugin: Any, make_samples: Any, options: Any = None,
     return run(plugin, make_samples, options=options, modalities=modalities)
 
 
-def write_fake_distribution(root: str | Path, dist_name: str, module_name: str, source: str,
-                            plugin_name: str | None = None, version: str = "1.0",
-                            requires: Iterable[str] = ("gperc-core>=0.1,<0.2",)) -> Path:
-    """Write an installed-looking plugin distribution under ``root`` and return ``root``.
+def write_dist_info(root: str | Path, dist_name: str, entry_points: Mapping[str, str], version: str = "1.0",
+                    requires: Iterable[str] = ("gperc-core>=0.1,<0.2",)) -> Path:
+    """Write the metadata pip leaves for an installed distribution into ``root``; return the dist-info folder.
 
-    Creates ``<dist>-<version>.dist-info/METADATA`` (with one ``Requires-Dist`` per entry of
-    ``requires``) and ``entry_points.txt`` advertising ``plugin_name = module_name`` in group
-    ``gperc``, and ``<module_name>.py`` holding ``source``. Put ``root`` on ``sys.path`` (or
-    ``PYTHONPATH``) and `importlib.metadata` finds it as if pip had installed it.
+    ``<dist>-<version>.dist-info/METADATA`` gets one ``Requires-Dist`` per entry of ``requires``;
+    ``entry_points.txt`` advertises each ``plugin name -> module`` of ``entry_points`` in group ``gperc``.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    info = root / f"{dist_name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(exist_ok=True)
+    info = Path(root) / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
     lines = ["Metadata-Version: 2.1", f"Name: {dist_name}", f"Version: {version}"]
     lines += [f"Requires-Dist: {r}" for r in requires]
     (info / "METADATA").write_text("\n".join(lines) + "\n")
-    (info / "entry_points.txt").write_text(f"[gperc]\n{plugin_name or module_name} = {module_name}\n")
+    (info / "entry_points.txt").write_text("[gperc]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    return info
+
+
+def write_fake_distribution(root: str | Path, dist_name: str, module_name: str, source: str,
+                            plugin_name: str | None = None, version: str = "1.0",
+                            requires: Iterable[str] = ("gperc-core>=0.1,<0.2",)) -> Path:
+    """Write an installed-looking one-module plugin distribution under ``root`` and return ``root``.
+
+    The dist-info (see `write_dist_info`) advertises ``plugin_name = module_name`` (plugin name
+    defaults to the module name) and ``<module_name>.py`` holds ``source``. Put ``root`` on
+    ``sys.path`` (or ``PYTHONPATH``) and `importlib.metadata` finds it as if pip had installed it.
+    """
+    root = Path(root)
+    write_dist_info(root, dist_name, {plugin_name or module_name: module_name}, version=version, requires=requires)
     (root / f"{module_name}.py").write_text(source)
     return root
 

@@ -22,6 +22,7 @@ import torch
 from gperc_core.cli import main
 from gperc_core.cli.plugins import format_table
 from gperc_core.plugins import reset_default_plugin_manager
+from gperc_core.testing import write_dist_info
 
 FAKES = Path(__file__).parent / "fixtures" / "fake_plugins"
 BROKEN = ("raises", "oldcore", "misspelled")
@@ -109,12 +110,8 @@ def install_doc_plugin(root: Path) -> tuple[Path, Path]:
     project_dir = root / "gperc-plugin-series"
     project = tomllib.loads((project_dir / "pyproject.toml").read_text())["project"]
     site = root / "site"
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}"]
-    (info / "METADATA").write_text("\n".join(lines + [f"Requires-Dist: {d}" for d in project["dependencies"]]) + "\n")
-    eps = "".join(f"{k} = {v}\n" for k, v in project["entry-points"]["gperc"].items())
-    (info / "entry_points.txt").write_text(f"[gperc]\n{eps}")
+    write_dist_info(site, project["name"], project["entry-points"]["gperc"], version=project["version"],
+                    requires=project["dependencies"])
     shutil.copytree(project_dir / "gperc_plugin_series", site / "gperc_plugin_series")
     return project_dir, site
 
