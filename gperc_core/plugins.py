@@ -277,6 +277,11 @@ class PluginManager(pluggy.PluginManager):
             self.register(module, name=ep.name)
         except PluginError as exc:
             self._fail(info, exc)
+            return
+        if not self.get_hookcallers(module):
+            self.unregister(module)
+            self._fail(info, PluginError(f"entry point {ep.name} = {ep.value!r} names a module that implements no "
+                                         f"gperc hook; point it at the module holding the @hookimpl functions"))
 
     def _check_all_pending(self) -> None:
         """pluggy's ``check_pending()``: no registered hook implementation lacks a specification."""

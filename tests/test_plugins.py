@@ -196,6 +196,15 @@ def test_module_level_core_range_is_checked_after_import(fakes, gperc_fake_distr
     assert "requires gperc-core>=9 (GPERC_CORE_REQUIRES of gperc_fake_future)" in str(caught[0].message)
 
 
+def test_an_entry_point_module_without_hooks_is_reported(fakes, gperc_fake_distribution):
+    gperc_fake_distribution("gperc-fake-empty", "gperc_fake_empty", '"""hooks live elsewhere"""\n',
+                            plugin_name="fakeempty")
+    pm, caught = load_fakes(allow=["fakeempty"])
+    assert pm.get_plugin("fakeempty") is None
+    assert "entry point fakeempty = 'gperc_fake_empty' names a module that implements no gperc hook" \
+        in str(caught[0].message)
+
+
 def test_allow_and_block_lists_by_plugin_or_distribution_name(fakes, monkeypatch):
     fakes("good", "raises")
     monkeypatch.setenv("GPERC_PLUGINS", "fakegood")
