@@ -1,0 +1,122 @@
+"""Task cards: schema validation (errors name the file and the key), loading, the plugin index."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gperc_core.errors import TaskError
+from gperc_core.registry import (card_files, install_hint, load_index, load_registry, registry_dir,
+                                 validate_card)
+
+GOOD = """
+name = "toy/blobs"
+description = "toy"
+modalities = ["toy"]
+dataset = "blobs"
+objective = "classification"
+metrics = ["accuracy"]
+baseline = { accuracy = 0.5, method = "chance" }
+[options.toy]
+scale = 2
+[model]
+latent_dim = 32
+[training]
+epochs = 3
+lr = 1e-3
+"""
+
+
+def make_registry(tmp_path: Path, text: str, rel: str = "toy/blobs.toml") -> Path:
+    root = tmp_path / "registry"
+    root.mkdir()
+    shutil.copy(registry_dir() / "schema.toml", root / "schema.toml")
+    shutil.copy(registry_dir() / "index.toml", root / "index.toml")
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+    return root
+
+
+def test_shipped_cards_are_valid():
+    cards = load_registry()
+    assert len(cards) == len(card_files())
+    for name, card in cards.items():
+        assert card.name == name and "/" in name and card.modalities
+    assert "multimodal/av-digits" in cards
+    assert cards["multimodal/av-digits"].multimodal
+
+
+def test_good_card_loads(tmp_path):
+    cards = load_registry(directory=make_registry(tmp_path, GOOD))
+    card = cards["toy/blobs"]
+    assert card.model == {"latent_dim": 32} and card.training == {"epochs": 3, "lr": 1e-3}
+    assert card.options == {"toy": {"scale": 2}} and card.dataset_for("toy") == "blobs"
+    assert card.source.endswith("blobs.toml") and card.plugin is None
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace("objective", "colour = \"red\"\nobjective"),
+     "colour"),
+    (lambda t: t.replace('dataset = "blobs"\n', ""), "dataset"),
+    (lambda t: t.replace('modalities = ["toy"]', 'modalities = "toy"'), "modalities"),
+    (lambda t: t.replace('"classification"', '"regression"'), "objective"),
+    (lambda t: t.replace("latent_dim = 32", "latnt_dim = 32"), "model.latnt_dim"),
+    (lambda t: t.replace("epochs = 3", 'epochs = "three"'), "training.epochs"),
+    (lambda t: t.replace("epochs = 3", "epoch = 3"), "training.epoch"),
+    (lambda t: t.replace("[options.toy]", "[options.sound]"), "options.sound"),
+])
+def test_bad_cards_name_file_and_key(tmp_path, edit, key):
+    root = make_registry(tmp_path, edit(GOOD))
+    with pytest.raises(TaskError) as err:
+        load_registry(directory=root)
+    assert "blobs.toml" in str(err.value) and key in str(err.value)
+
+
+def test_card_name_must_match_its_path(tmp_path):
+    root = make_registry(tmp_path, GOOD, rel="toy/other.toml")
+    with pytest.raises(TaskError, match="'toy/other'"):
+        load_registry(directory=root)
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    root = make_registry(tmp_path, "name = ")
+    with pytest.raises(TaskError, match="blobs.toml: not valid TOML"):
+        load_registry(directory=root)
+
+
+def test_plugin_card_duplicate_names_both_sources(tmp_path):
+    root = make_registry(tmp_path, GOOD)
+
+    class FakePM:
+        task_cards = [{"name": "toy/blobs", "modalities": ["toy"], "dataset": "x", "plugin": "toyplug"}]
+
+    with pytest.raises(TaskError) as err:
+        load_registry(FakePM(), directory=root)
+    assert "blobs.toml" in str(err.value) and "plugin:toyplug" in str(err.value)
+
+
+def test_plugin_cards_are_validated_and_stamped():
+    card = validate_card({"name": "x/y", "modalities": ["x"], "dataset": "d", "plugin": "p"}, "plugin:p")
+    assert card.objective == "classification" and card.metrics == ["accuracy"]
+    with pytest.raises(TaskError, match="plugin:p: name"):
+        validate_card({"name": "xy", "modalities": ["x"], "dataset": "d"}, "plugin:p")
+
+
+def test_pairing_replaces_dataset():
+    card = validate_card({"name": "multimodal/t", "modalities": ["a", "b"],
+                          "pairing": {"a": "da", "b": "db", "by": "target"}}, "inline")
+    assert card.dataset_for("a") == "da" and card.dataset_for("b") == "db"
+    with pytest.raises(TaskError, match="pairing.b"):
+        validate_card({"name": "multimodal/t", "modalities": ["a", "b"], "pairing": {"a": "da"}}, "inline")
+    with pytest.raises(TaskError, match="pairing.by"):
+        validate_card({"name": "multimodal/t", "modalities": ["a"], "pairing": {"a": "da", "by": "index"}}, "inline")
+
+
+def test_index_gives_install_hints():
+    names = {e.name: e for e in load_index()}
+    assert {"image", "audio", "text", "graph"} <= set(names)
+    assert "image/fashion-mnist" in names["image"].tasks
+    assert install_hint("audio") == "pip install gperc-plugin-audio"
+    assert install_hint("smell") == "pip install gperc-plugin-smell"

@@ -1,0 +1,178 @@
+"""create_task / list_tasks, overrides, config inference, pairing and fusion, on a tiny in-memory plugin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gperc_core import ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
+from gperc_core.errors import ConfigError, InputError, TaskError
+from gperc_core.fusion import fused_config, load_any_model
+from gperc_core.tasks import pair_by_target, parse_assignments, parse_value
+
+from taskfakes import FakePlugin, fake_pm
+
+
+@pytest.fixture(scope="module")
+def pm():
+    return fake_pm()
+
+
+def test_list_tasks_fnmatch(pm):
+    assert list_tasks("seq/*", pm=pm) == ["seq/letters", "seq/letters-dense"]
+    assert "multimodal/av-digits" in list_tasks("multimodal/*", pm=pm)
+    assert list_tasks("nothing/*", pm=pm) == []
+
+
+def test_unknown_task_suggests_close_names(pm):
+    with pytest.raises(TaskError, match="did you mean 'blob/blobs'"):
+        create_task("blob/blbs", pm=pm)
+
+
+def test_task_of_missing_plugin_gives_install_line(pm):
+    with pytest.raises(TaskError, match="pip install gperc-plugin-image"):
+        create_task("image/digits", pm=pm)
+    with pytest.raises(TaskError, match="needs modality 'image'.*pip install gperc-plugin-image"):
+        create_task("multimodal/av-digits", pm=pm)
+
+
+def test_inferred_config_raw(pm):
+    task = create_task("blob/blobs", pm=pm)
+    c = task.config
+    assert (c.input_type, c.input_dim, c.input_len, c.n_classes, c.latent_dim) == ("raw", 2, 8, 3, 16)
+    assert c.output_dim == c.latent_dim and task.class_names == ["zero", "one", "two"]
+    train = task.split("train")
+    assert len(train) == 96 and train.inputs["blob"].shape == (96, 8, 2)
+    assert train.masks["blob"].sum(1).min() >= 4  # variable lengths are masked
+
+
+def test_inferred_config_tokens_and_dense(pm):
+    task = create_task("seq/letters", pm=pm)
+    assert task.config.input_type == "tokens" and task.config.input_num_tokens == 4  # a, b, c + padding
+    dense = create_task("seq/letters-dense", pm=pm)
+    c = dense.config
+    assert c.decoder_reduction is None and c.output_len == 9 and c.n_classes >= 3
+    batch = dense.split("test").batch(torch.arange(5))
+    assert batch["target"].shape == (5, 9) and (batch["target"] == -100).any()
+    logits = dense.build_model()(batch["input_array"], batch["attention_mask"])
+    assert logits.shape == (5, 9, c.n_classes)
+
+
+def test_overrides_dotted_plain_and_sections(pm):
+    task = create_task("blob/blobs", pm=pm, **{"model.latent_dim": 32, "training.lr": 1e-2}, num_layers=3,
+                       epochs=4, model={"latent_len": 8})
+    assert (task.config.latent_dim, task.config.num_layers, task.config.latent_len) == (32, 3, 8)
+    assert (task.training.lr, task.training.epochs) == (1e-2, 4)
+    assert isinstance(task.training.lr, float)
+
+
+@pytest.mark.parametrize("overrides, error, text", [
+    ({"model.latnt_dim": 3}, TaskError, "did you mean model.latent_dim"),
+    ({"colour": 1}, TaskError, "unknown key"),
+    ({"training.lr": "fast"}, TaskError, "training.lr: expected float, got str 'fast'"),
+    ({"training.epochs": 2.5}, TaskError, "training.epochs: expected int"),
+    ({"latent_dim": "abc"}, ConfigError, "latent_dim: expected a positive integer, got 'abc'"),
+    ({"model.input_dim": 5}, ConfigError, "model.input_dim: expected 2"),
+    ({"options.smell.x": 1}, TaskError, "unknown key"),
+])
+def test_bad_overrides(pm, overrides, error, text):
+    with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")):
+        create_task("blob/blobs", pm=pm, **overrides)
+
+
+def test_parse_values():
+    assert parse_value("3") == 3 and parse_value("1e-3") == 1e-3 and parse_value("true") is True
+    assert parse_value("[28, 28]") == [28, 28] and parse_value("patches") == "patches"
+    assert parse_assignments(["model.latent_dim=64", "options.image.representation=patches"]) == {
+        "model.latent_dim": 64, "options.image.representation": "patches"}
+    with pytest.raises(TaskError, match="key=value"):
+        parse_assignments(["latent_dim"])
+
+
+def test_options_reach_the_plugin_hooks(pm):
+    seen = []
+
+    class Spy(FakePlugin):
+        __name__ = "spy"
+
+        @hookimpl
+        def gperc_input_array(self, modality, sample, options):
+            seen.append(dict(options))
+            return super().gperc_input_array(modality, sample, options)
+
+    from gperc_core.plugins import get_plugin_manager
+
+    spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
+    create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
+                                              "training.max_eval_samples": 5})
+    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" in s for s in seen)
+
+
+def test_pair_by_target_is_deterministic_and_label_consistent():
+    a = [0, 1, 2, 0, 1, 2, 0, 0]
+    b = [2, 2, 1, 0, 1]
+    pairs = pair_by_target({"a": a, "b": b})
+    assert len(pairs["a"]) == len(a) == len(pairs["b"])
+    assert [a[i] for i in pairs["a"]] == [b[j] for j in pairs["b"]]
+    assert torch.equal(pair_by_target({"a": a, "b": b})["b"], pairs["b"])
+    # classes missing from one dataset are dropped
+    pairs = pair_by_target({"a": [0, 1, 3], "b": [0, 1]})
+    assert pairs["a"].tolist() == [0, 1]
+
+
+def test_multimodal_task_pairs_and_fuses(pm):
+    task = create_task("multi/blob-seq", pm=pm)
+    c = task.config
+    assert set(c.fusion) == {"blob", "seq"} and c.input_dim == 16 and c.input_len == 8 + 9
+    assert c.fusion["seq"]["input_type"] == "tokens"
+    data = task.split("train")
+    batch = data.batch(torch.arange(6))
+    assert batch["input_array"]["blob"].shape == (6, 8, 2) and batch["input_array"]["seq"].shape == (6, 9)
+    model = task.build_model()
+    assert isinstance(model, ModalityFusion)
+    fused, mask = model.fuse(batch["input_array"], batch["attention_mask"])
+    assert fused.shape == (6, 17, 16) and mask.shape == (6, 17)
+    assert torch.equal(mask[:, :8], batch["attention_mask"]["blob"])
+    assert model(batch["input_array"], batch["attention_mask"]).shape == (6, 3)
+
+
+def test_fusion_modality_embedding_and_errors():
+    config = fused_config({"latent_dim": 8, "latent_len": 2, "num_heads": 2, "output_dim": 8, "n_classes": 2,
+                           "dropout": 0.0},
+                          {"a": {"input_len": 3, "input_dim": 4, "input_type": "raw"},
+                           "b": {"input_len": 2, "input_dim": 8, "input_type": "tokens", "input_num_tokens": 5}})
+    model = ModalityFusion(config)
+    x = {"a": torch.zeros(1, 3, 4), "b": torch.zeros(1, 2, dtype=torch.long)}
+    fused, mask = model.fuse(x)
+    assert mask is None
+    # zero raw input: the projection bias plus the modality embedding, different per modality
+    assert torch.allclose(fused[0, 0], model.projections["a"].bias + model.modality_embedding[0])
+    with pytest.raises(InputError, match=r"input_array\['a'\]: expected a float tensor \[batch, 3, 4\]"):
+        model({"a": torch.zeros(1, 3, 5), "b": x["b"]})
+    with pytest.raises(InputError, match="one array per modality"):
+        model({"a": x["a"]})
+    with pytest.raises(ConfigError, match="fusion"):
+        ModalityFusion(config.replace(fusion={}))
+
+
+def test_fused_model_saves_and_loads(pm, tmp_path):
+    task = create_task("multi/blob-seq", pm=pm)
+    model = task.build_model().eval()
+    batch = task.split("test").batch(torch.arange(4))
+    model.save(tmp_path)
+    again = load_any_model(tmp_path).eval()
+    assert isinstance(again, ModalityFusion)
+    torch.testing.assert_close(again(batch["input_array"], batch["attention_mask"]),
+                               model(batch["input_array"], batch["attention_mask"]))
+    plain = create_task("blob/blobs", pm=pm).build_model()
+    plain.save(tmp_path / "p")
+    assert isinstance(load_any_model(tmp_path / "p"), Perceiver)
+
+
+def test_batches_trim_padding(pm):
+    data = create_task("blob/blobs", pm=pm).split("train")
+    lengths = data.masks["blob"].sum(1)
+    short = torch.nonzero(lengths <= 5).flatten()[:4]
+    batch = data.batch(short)
+    assert batch["input_array"].shape[1] == int(lengths[short].max())
+    assert data.batch(short, trim=False)["input_array"].shape[1] == 8
