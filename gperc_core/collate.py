@@ -16,8 +16,9 @@ Per-query targets pad to the padded output length when the samples carry output 
 padded input length when every target is as long as its input (labels per input position, e.g.
 masked language modelling), and to the longest target otherwise.
 
-Padding is done by `torch.nn.utils.rnn.pad_sequence` and tensor ops; the only Python loop runs once
-per sample to validate it, never per element.
+Each padded tensor (inputs, masks, outputs, targets) is one preallocated tensor filled with its padding
+value, into which each sample's slice is copied; the only Python loops run once per sample (to
+validate it and to copy its slice), never per element.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.nn.utils.rnn import pad_sequence
 
 from .errors import InputError, describe
 from .sentinels import mask_sentinel, output_sentinel
@@ -103,13 +102,10 @@ class Collator:
         return self.pad_to
 
     def _pad_inputs(self, examples: Sequence[InputArray], kind: _Kind, width: int) -> torch.Tensor:
-        arrays = [ex.array for ex in examples]
+        """One preallocated ``[b, width(, c)]`` tensor filled with the padding value, then each sample's slice."""
         if kind.tokens:
-            arrays = [a.long() for a in arrays]
-            padded = pad_sequence(arrays, batch_first=True, padding_value=0)
-            return F.pad(padded, (0, width - padded.shape[1]), value=0)
-        padded = pad_sequence(arrays, batch_first=True, padding_value=self.pad_value)
-        return F.pad(padded, (0, 0, 0, width - padded.shape[1]), value=self.pad_value)
+            return _stack_padded([ex.array for ex in examples], width, 0, torch.long)
+        return _stack_padded([ex.array for ex in examples], width, self.pad_value, kind.dtype)
 
     @staticmethod
     def _mask(examples: Sequence[InputArray], lengths: torch.Tensor, width: int) -> torch.Tensor | None:
@@ -120,9 +116,18 @@ class Collator:
         if has_own:
             own = [ex.mask if ex.mask is not None else torch.ones(ex.array.shape[0], dtype=torch.bool)
                    for ex in examples]
-            own_padded = pad_sequence(own, batch_first=True, padding_value=False)
-            mask[:, :own_padded.shape[1]] &= own_padded
+            mask &= _stack_padded(own, width, False, torch.bool)
         return mask
+
+
+def _stack_padded(tensors: Sequence[torch.Tensor], width: int, fill: float | int | bool,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Return ``[len(tensors), width, *rest]``: one preallocated tensor of ``fill``, each tensor copied into its
+    row's leading slice (every tensor has at most ``width`` rows and the same trailing shape)."""
+    out = torch.full((len(tensors), width, *tensors[0].shape[1:]), fill, dtype=dtype)
+    for i, t in enumerate(tensors):
+        out[i, :t.shape[0]] = t
+    return out
 
 
 def collate(examples: Sequence[InputArray], **kwargs: Any) -> Batch:
@@ -197,7 +202,7 @@ def _outputs(examples: Sequence[InputArray]) -> tuple[torch.Tensor | None, torch
                              f"examples[{first}], got {describe(out)}")
     outputs = [ex.output for ex in examples]
     lengths = torch.tensor([o.shape[0] for o in outputs], dtype=torch.long)
-    return pad_sequence(outputs, batch_first=True, padding_value=0.0), lengths
+    return _stack_padded(outputs, int(lengths.max()), 0.0, ref.dtype), lengths
 
 
 def _targets(examples: Sequence[InputArray], output_lengths: torch.Tensor | None, input_lengths: torch.Tensor,
@@ -211,6 +216,8 @@ def _targets(examples: Sequence[InputArray], output_lengths: torch.Tensor | None
         i = present.index(False)
         raise InputError(f"examples[{i}].target: expected a target like the other samples (every sample of a "
                          f"batch has one or none does), got None")
+    if all(type(t) is int for t in targets):  # the common case: class labels, one tensor at once
+        return torch.tensor(targets, dtype=torch.long)
     tensors = [_as_tensor(i, t) for i, t in enumerate(targets)]
     ref = tensors[0]
     for i, t in enumerate(tensors):
@@ -246,8 +253,7 @@ def _pad_query_targets(tensors: list[torch.Tensor], output_lengths: torch.Tensor
         width = input_width
     else:
         width = int(lengths.max())
-    padded = pad_sequence([t.long() for t in tensors], batch_first=True, padding_value=target_pad)
-    return F.pad(padded, (0, width - padded.shape[1]), value=target_pad)
+    return _stack_padded(tensors, width, target_pad, torch.long)
 
 
 def _as_tensor(i: int, target: Any) -> torch.Tensor:
