@@ -357,6 +357,8 @@ class Trainer:
         """
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.task.write_record(self.out_dir)
+        if self.step == 0:
+            torch.manual_seed(self.cfg.seed)  # dropout of a fresh run; a resumed run restored its RNG state
         limit = max_steps if max_steps is not None else self.cfg.max_steps
         stop = min(self.total_steps, limit) if limit is not None else self.total_steps
         bar = self._progress(stop)
