@@ -197,8 +197,15 @@ class PluginManager(pluggy.PluginManager):
         return registered
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
-        """Unregister a plugin (by object or name) and forget what it registered."""
+        """Unregister a plugin (by object or name) and forget what it registered.
+
+        An in-process plugin disappears from `plugins_info`; an entry-point plugin stays listed.
+        """
+        name = name or (self.get_name(plugin) if plugin is not None else None)
         result = super().unregister(plugin, name)
+        info = self._infos.get(name) if name else None
+        if info is not None and info.distribution is None and info.error is None:
+            del self._infos[name]
         self._invalidate()
         return result
 

@@ -118,6 +118,8 @@ def test_misspelled_or_malformed_hooks_fail_loudly_in_process():
     with pytest.raises(PluginError, match=r"plugin 'one'"):
         pm.register(modalities_plugin("one", "b"))
     pm.check_pending()  # nothing unknown was left registered
+    pm.unregister(name="one")
+    assert pm.plugins_info() == [] and pm.modalities == {}
 
 
 def test_a_broken_registration_hook_is_isolated_or_fatal_when_strict():
