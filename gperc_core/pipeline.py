@@ -398,7 +398,7 @@ class PipelineHandle:
     def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[nn.Module], stage_ids: list[int],
                  schedule: str, microbatches: int, group: Any, dp_group: Any, device: torch.device,
                  loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, find_unused_parameters: bool | None = None) -> None:
         self.config = config
         self.plan = plan
         self.schedule_name = schedule
@@ -419,8 +419,10 @@ class PipelineHandle:
         if dp_group is not None:
             from .distributed import wrap_ddp
 
+            # the decoder stage's learned output queries go unused in batches that bring an output array
+            unused = (lambda m: m.has_decoder) if find_unused_parameters is None else (lambda m: find_unused_parameters)
             self.runners: list[nn.Module] = [wrap_ddp(m, group=dp_group, device=device,
-                                                      find_unused_parameters=m.has_decoder) for m in stages]
+                                                      find_unused_parameters=bool(unused(m))) for m in stages]
         else:
             self.runners = list(stages)
         if callable(loss):
@@ -681,7 +683,8 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
                    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
                    costs: Sequence[float] | None = None, model: Perceiver | None = None,
                    allow_reshape: bool = False, input_len: int | None = None,
-                   output_len: int | None = None, label_smoothing: float = 0.0) -> PipelineHandle:
+                   output_len: int | None = None, label_smoothing: float = 0.0,
+                   find_unused_parameters: bool | None = None) -> PipelineHandle:
     """Build this rank's part of a pipeline-parallel Perceiver and return its `PipelineHandle`.
 
     ``group`` is the pipeline's process group (default: the world), ``dp_group`` the data-parallel
@@ -692,7 +695,9 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     seed, so they equal the single-process model's. ``loss`` is ``'cross_entropy'`` (targets of -100
     ignored, ``label_smoothing`` applied), ``'mse'``, or a callable ``(logits, target) -> mean loss``
     per microbatch. ``allow_reshape`` lets a batch of another size or output length rebuild the
-    schedule (a shape-inference round) instead of raising. Raises
+    schedule (a shape-inference round) instead of raising. ``find_unused_parameters`` is DDP's flag for
+    the decoder stage (default True: batches with an output array leave the learned queries unused;
+    pass False when no batch brings one). Raises
     `ConfigError` for an impossible layout, before any communication.
     """
     if not isinstance(config, PerceiverConfig):
@@ -741,4 +746,4 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     stage_ids = [s for s in range(num_stages) if s % size == rank]
     stages = [cut_stage(model, *plan.bounds[s]).to(device) for s in stage_ids]
     return PipelineHandle(config, plan, stages, stage_ids, name, microbatches, group, dp_group, device, loss,
-                          bool(allow_reshape), label_smoothing)
+                          bool(allow_reshape), label_smoothing, find_unused_parameters)
