@@ -65,9 +65,9 @@ def test_plugins_table_in_strict_mode_with_flags():
     assert "modalities: fakevec, faketok; datasets: fakevec-sign; tasks: fakevec/sign" in result.stdout
     assert "Load errors:" in result.stdout and "  fakeraises: ImportError" in result.stdout
     assert "fakeoldcore:" not in result.stdout.split("Load errors:")[1]
-    # uninstalling (the folder off the path) removes the plugin; --help never loads plugins
-    gone = run_gperc("--help", dirs=())
-    assert gone.returncode == 0 and "plugins" in gone.stdout
+    # uninstalling (the folder off the path) removes the plugins from the listing
+    gone = run_gperc("plugins", "--json", dirs=())
+    assert gone.returncode == 0 and not {i["name"] for i in json.loads(gone.stdout)} & set(FAKE_ALLOW.split(","))
 
 
 def test_plugins_command_in_process(monkeypatch, capsys):
@@ -83,6 +83,9 @@ def test_plugins_command_in_process(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "REGISTERED"]
     assert "fakeraises: ImportError: gperc_fake_raises needs the package 'nonexistent-dependency'" in out
+    with pytest.raises(SystemExit) as exit_info:  # --help works with a broken plugin installed
+        main(["--help"])
+    assert exit_info.value.code == 0 and "plugins" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("infos, expected", [
