@@ -20,7 +20,7 @@ num_channels       expected channel count after mixing (default: 1 when mono, el
 trim               cut leading / trailing silence (default False)
 trim_threshold     silence is below this fraction of the clip's peak (default 0.02)
 normalize          scale each clip to peak 1 (default True)
-cmvn               standardise each frame feature over the clip (default True; frames only)
+cmvn               standardise the frames with the clip's mean and std (default True; frames only)
 =================  ========================================================================
 """
 
@@ -51,7 +51,7 @@ OPTION_DOCS: dict[str, str] = {
     "trim": "cut leading and trailing silence (default false)",
     "trim_threshold": "silence threshold as a fraction of the peak (default 0.02)",
     "normalize": "scale each clip to peak 1 (default true)",
-    "cmvn": "standardise each frame feature over the clip (default true)",
+    "cmvn": "standardise the frames with the clip's mean and std (default true)",
 }
 
 

@@ -1,0 +1,110 @@
+"""Audio datasets: a WAV folder written by the test, and spoken digits synthesised (2 digits) into tmp."""
+
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from gperc_core import TaskError
+from gperc_plugin_audio import synth
+from gperc_plugin_audio.datasets import load_audio_folder, load_spoken_digits
+from gperc_plugin_audio.plugin import gperc_input_array
+
+HAVE_SYNTHS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
+needs_synths = pytest.mark.skipif(not HAVE_SYNTHS, reason="needs espeak-ng and flite: apt-get install espeak-ng flite")
+
+TINY = {"digits": [1, 2], "espeak_accents": ["en-us"], "espeak_variants": ["m1"], "espeak_speeds": [150],
+        "espeak_pitches": [50], "flite_stretches": [1.0], "flite_pitches": [120], "test_voice": "rms",
+        "train_flite_voices": ["awb"]}
+
+
+def write_tone(path, freq, rate=8000):
+    t = np.arange(rate // 4) / rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, (0.3 * np.sin(2 * math.pi * freq * t)).astype(np.float32), rate)
+
+
+def test_audio_folder_hash_split(tmp_path):
+    for label, freq in (("high", 2000), ("low", 300)):
+        for i in range(10):
+            write_tone(tmp_path / label / f"{i}.wav", freq + i)
+    (tmp_path / "notes.txt").write_text("ignored")
+    train, test = load_audio_folder("train", {"root": str(tmp_path)}), load_audio_folder("test", {"root": str(tmp_path)})
+    assert len(train) + len(test) == 20 and len(test) > 0
+    assert not set(train.paths) & set(test.paths)
+    assert train.classes == ["high", "low"]
+    sample = train[0]
+    assert sample["target"] == (0 if "high" in sample["audio"]["path"] else 1)
+    assert gperc_input_array(modality="audio", sample=sample["audio"], options={}).array.shape[1] == 40
+
+
+def test_audio_folder_with_split_folders(tmp_path):
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            write_tone(tmp_path / split / label / "x.wav", 500)
+    assert len(load_audio_folder("test", {"root": str(tmp_path)})) == 2
+
+
+@pytest.mark.parametrize("options, message", [({}, "options\\['root'\\]: expected a folder"),
+                                              ({"root": "/no/such/dir"}, "options\\[.root.\\]: expected a folder")])
+def test_audio_folder_bad_root(options, message):
+    with pytest.raises(TaskError, match="audio plugin: dataset 'audio-folder' " + message):
+        load_audio_folder("train", options)
+
+
+def test_audio_folder_bad_split(tmp_path):
+    with pytest.raises(TaskError, match="split: expected one of"):
+        load_audio_folder("validation", {"root": str(tmp_path)})
+
+
+def test_missing_synthesisers_name_the_apt_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: None)
+    with pytest.raises(TaskError, match="apt-get install espeak-ng flite"):
+        load_spoken_digits("train", {**TINY, "cache_dir": str(tmp_path)})
+
+
+@pytest.mark.parametrize("options, message", [({"test_voice": "bob"}, "test_voice"),
+                                              ({"train_flite_voices": ["rms"]}, "train_flite_voices"),
+                                              ({"digits": [12]}, "digits"), ({"digits": 3}, "expected a list")])
+def test_bad_spoken_digit_options(tmp_path, options, message):
+    with pytest.raises(TaskError, match=message):
+        load_spoken_digits("train", {**TINY, "cache_dir": str(tmp_path), **options})
+
+
+@needs_synths
+def test_spoken_digits_synthesised_split_by_voice_and_reused(tmp_path, monkeypatch):
+    options = {**TINY, "cache_dir": str(tmp_path)}
+    train, test = load_spoken_digits("train", options), load_spoken_digits("test", options)
+    assert len(train) == 4 and len(test) == 2  # 2 digits x (espeak en-us+m1, flite awb) / x flite rms
+    assert {m["voice"] for m in test.meta} == {"rms"}
+    assert {m["voice"] for m in train.meta} == {"en-us+m1", "awb"}
+    assert sorted(test.targets) == [1, 2]
+    manifests = list(tmp_path.glob("manifest-*.json"))
+    assert len(manifests) == 1 and len(json.loads(manifests[0].read_text())["clips"]) == 6
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a rerun must reuse the manifest, not synthesise again")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    assert load_spoken_digits("test", options).paths == test.paths
+    arrays = [gperc_input_array(modality="audio", sample=test[i]["audio"], options={"duration": 1.0, "trim": True})
+              for i in range(len(test))]
+    assert all(tuple(a.array.shape) == (100, 40) and bool(torch.isfinite(a.array).all()) for a in arrays)
+
+
+@needs_synths
+def test_spoken_digits_task_builds_and_trains(tmp_path):
+    from gperc_core import Trainer, create_task
+
+    overrides = {f"options.audio.{k}": v for k, v in TINY.items()}
+    task = create_task("audio/spoken-digits", **overrides, **{"options.audio.cache_dir": str(tmp_path)},
+                       latent_len=4, latent_dim=16, num_layers=1, num_heads=2, ffw_latent=16, ffw_output=16,
+                       epochs=1, batch_size=2, progress=False)
+    assert task.config.input_dim == 40 and task.config.input_len == 150 and task.config.n_classes == 10
+    metrics = Trainer(task, tmp_path / "run").fit(max_steps=2)
+    assert metrics is not None

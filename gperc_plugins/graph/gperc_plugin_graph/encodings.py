@@ -1,0 +1,79 @@
+"""Structural position encodings of graph nodes.
+
+- `laplacian_pe`: the eigenvectors of the symmetric normalised Laplacian
+  ``L = I - D^-1/2 A D^-1/2`` with the smallest eigenvalues, the first (trivial) one dropped. An
+  eigenvector is defined up to its sign, so each is given a canonical sign: its entry of largest
+  magnitude (the first such, after rounding) is made positive. Graphs with fewer than ``k + 1`` nodes
+  get zero columns. (Eigenvectors of repeated eigenvalues are still only defined up to a rotation.)
+- `random_walk_pe`: the random-walk landing probabilities ``[P^t]_ii`` for ``t = 1..k`` with
+  ``P = D^-1 A``: the chance a walk from node ``i`` is back at ``i`` after ``t`` steps. Invariant to
+  node order and sign-free.
+
+Both are dense (``O(N^3)``): built for molecules and graphs of up to a few thousand nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gperc_core import InputError
+
+from . import PLUGIN_NAME
+from .graph import Graph
+
+MAX_DENSE_NODES = 5000
+
+
+def _check_size(graph: Graph, what: str) -> None:
+    if graph.num_nodes > MAX_DENSE_NODES:
+        raise InputError(f"{PLUGIN_NAME} plugin: sample: expected at most {MAX_DENSE_NODES} nodes for {what} "
+                         f"(dense O(N^3) encodings), got {graph.num_nodes}; use options position='none'")
+
+
+def canonical_sign(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each column of ``vectors`` so that its largest-magnitude entry is positive."""
+    magnitude = torch.round(vectors.abs() * 1e8)
+    index = magnitude.argmax(dim=0)
+    signs = torch.sign(vectors[index, torch.arange(vectors.shape[1])])
+    signs[signs == 0] = 1.0
+    return vectors * signs
+
+
+def laplacian_pe(graph: Graph, k: int) -> torch.Tensor:
+    """Return float32 ``[N, k]``: the ``k`` non-trivial Laplacian eigenvectors with canonical signs."""
+    _check_size(graph, "Laplacian eigenvectors")
+    n = graph.num_nodes
+    adj = graph.adjacency()
+    deg = adj.sum(dim=1)
+    inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    lap = torch.eye(n, dtype=torch.float64) - inv_sqrt[:, None] * adj * inv_sqrt[None, :]
+    _, vectors = torch.linalg.eigh(lap)
+    vectors = canonical_sign(vectors[:, 1: k + 1])
+    out = torch.zeros(n, k, dtype=torch.float32)
+    out[:, : vectors.shape[1]] = vectors.float()
+    return out
+
+
+def random_walk_pe(graph: Graph, k: int) -> torch.Tensor:
+    """Return float32 ``[N, k]``: landing probabilities ``[P^t]_ii`` for ``t = 1..k`` (isolated nodes: 0)."""
+    _check_size(graph, "random-walk features")
+    adj = graph.adjacency()
+    deg = adj.sum(dim=1, keepdim=True)
+    step = torch.where(deg > 0, adj / deg.clamp_min(1e-12), torch.zeros_like(adj))
+    out = torch.empty(graph.num_nodes, k, dtype=torch.float64)
+    power = step
+    for t in range(k):
+        out[:, t] = torch.diagonal(power)
+        power = power @ step
+    return out.float()
+
+
+ENCODINGS = {"laplacian": (laplacian_pe,), "random_walk": (random_walk_pe,), "both": (laplacian_pe, random_walk_pe),
+             "none": ()}
+
+
+def position_encoding(graph: Graph, kind: str, k: int) -> torch.Tensor:
+    """Return float32 ``[N, width]`` of the encoding ``kind`` (``laplacian``, ``random_walk``, ``both``,
+    ``none``), ``width = k`` per encoding."""
+    parts = [fn(graph, k) for fn in ENCODINGS[kind]]
+    return torch.cat(parts, dim=1) if parts else torch.zeros(graph.num_nodes, 0)
