@@ -10,7 +10,7 @@ a few raw samples of ``modality`` (ideally of different sizes), ``options(modali
 per-modality task options its hooks read.
 
 Checks, per plugin: it loads without error; every modality, dataset and task card it registers is
-stamped with its name. Per modality it registers: its per-modality hooks return ``None`` for a
+stamped with its name; its task cards pass the registry schema and name registered datasets. Per modality it registers: its per-modality hooks return ``None`` for a
 modality that is not theirs; the tokenizer (if any) has a positive ``vocab_size`` and encodes to
 ids inside it; every sample becomes an `InputArray` of the declared kind (float ``[m, c]`` with one
 ``c`` for ``input_type="raw"``, integer ids ``[m]`` below the vocabulary size for ``"tokens"``), with
@@ -33,7 +33,8 @@ from .plugins import PluginManager, get_plugin_manager
 from .sentinels import is_mask_sentinel, is_output_sentinel
 from .specs import InputArray, ModalitySpec, Tokenizer
 
-__all__ = ["ConformanceError", "run_conformance", "conformance_manager", "check_registration", "check_foreign_modality",
+__all__ = ["ConformanceError", "run_conformance", "conformance_manager", "check_registration", "check_task_card",
+           "check_foreign_modality",
            "check_tokenizer", "check_input_arrays", "check_output_array", "check_collation", "check_forward",
            "FOREIGN_MODALITY", "OUTPUT_DIM"]
 
@@ -90,16 +91,27 @@ def check_registration(pm: PluginManager, plugin: str) -> list[ModalitySpec]:
             raise _fail(plugin, None, "registration", f"dataset {dataset.name!r}: expected a callable load and a "
                         f"non-empty list of modalities, got load={dataset.load!r}, modalities={dataset.modalities!r}")
     for card in pm.task_cards:
-        name = card.get("name")
         if card.get("plugin") != plugin:
-            raise _fail(plugin, None, "stamping", f"task {name!r} is stamped {card.get('plugin')!r}")
-        if not isinstance(name, str) or "/" not in name:
-            raise _fail(plugin, None, "registration", f"task card name: expected '<modality>/<task>', got {name!r}")
-        mods = card.get("modalities")
-        if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
-            raise _fail(plugin, None, "registration",
-                        f"task {name!r}: expected 'modalities' to be a non-empty list of names, got {mods!r}")
+            raise _fail(plugin, None, "stamping", f"task {card.get('name')!r} is stamped {card.get('plugin')!r}")
+        check_task_card(pm, plugin, card)
     return modalities
+
+
+def check_task_card(pm: PluginManager, plugin: str, card: Mapping[str, Any]) -> None:
+    """Check a plugin's task card against the registry schema, and that its own modalities and dataset exist."""
+    from .errors import TaskError
+    from .registry import validate_card
+
+    try:
+        validated = validate_card(card, f"plugin:{plugin}")
+    except TaskError as exc:
+        raise _fail(plugin, None, "task card", str(exc)) from exc
+    own = {m.name for m in pm.modalities.values() if m.plugin == plugin}
+    if set(validated.modalities) <= own:  # a task only of this plugin's modalities needs nothing else
+        missing = sorted({validated.dataset_for(m) for m in validated.modalities} - set(pm.datasets))
+        if missing:
+            raise _fail(plugin, None, "task card", f"task {validated.name!r}: dataset(s) {missing} are not "
+                        f"registered (registered: {sorted(pm.datasets)})")
 
 
 def check_foreign_modality(pm: PluginManager, plugin: str) -> None:

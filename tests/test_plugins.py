@@ -314,6 +314,10 @@ def _collator_ignoring_masks(modality, options, sentinels):
     (dict(gperc_collator=_collator_ignoring_masks), r"check 'forward': padding the batch"),
     (dict(gperc_register_modalities=lambda: [ModalitySpec("vec", input_type="pixels")]),
      r"ModalitySpec.input_type: expected 'raw' or 'tokens', got 'pixels'"),
+    (dict(gperc_register_tasks=lambda: [{"name": "vec/x", "modalities": ["vec"], "dataset": "nope"}]),
+     r"check 'task card': task 'vec/x': dataset\(s\) \['nope'\] are not registered"),
+    (dict(gperc_register_tasks=lambda: [{"name": "vec/x", "modalities": ["vec"], "dataset": "d", "epochs": 3}]),
+     r"check 'task card': plugin:brokenvec: unknown key 'epochs'"),
 ])
 def test_conformance_catches_a_broken_plugin(overrides, match):
     plugin = _vec_plugin("brokenvec", **overrides)
