@@ -85,8 +85,9 @@ class Collator:
         target = _targets(examples, output_lengths, lengths, width, self.target_pad)
         b = len(examples)
         if self.sentinels:
-            attention_mask = mask_sentinel(b) if attention_mask is None else attention_mask
-            output_array = output_sentinel(b) if output_array is None else output_array
+            device = input_array.device
+            attention_mask = mask_sentinel(b, device) if attention_mask is None else attention_mask
+            output_array = output_sentinel(b, device) if output_array is None else output_array
         return {"input_array": input_array, "attention_mask": attention_mask, "output_array": output_array,
                 "target": target}
 
@@ -112,9 +113,10 @@ class Collator:
         has_own = any(ex.mask is not None for ex in examples)
         if not has_own and bool((lengths == width).all()):
             return None
-        mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+        device = examples[0].array.device
+        mask = torch.arange(width, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
         if has_own:
-            own = [ex.mask if ex.mask is not None else torch.ones(ex.array.shape[0], dtype=torch.bool)
+            own = [ex.mask if ex.mask is not None else torch.ones(ex.array.shape[0], dtype=torch.bool, device=device)
                    for ex in examples]
             mask &= _stack_padded(own, width, False, torch.bool)
         return mask
@@ -123,8 +125,9 @@ class Collator:
 def _stack_padded(tensors: Sequence[torch.Tensor], width: int, fill: float | int | bool,
                   dtype: torch.dtype) -> torch.Tensor:
     """Return ``[len(tensors), width, *rest]``: one preallocated tensor of ``fill``, each tensor copied into its
-    row's leading slice (every tensor has at most ``width`` rows and the same trailing shape)."""
-    out = torch.full((len(tensors), width, *tensors[0].shape[1:]), fill, dtype=dtype)
+    row's leading slice (every tensor has at most ``width`` rows and the same trailing shape); the result
+    lives on the first tensor's device."""
+    out = torch.full((len(tensors), width, *tensors[0].shape[1:]), fill, dtype=dtype, device=tensors[0].device)
     for i, t in enumerate(tensors):
         out[i, :t.shape[0]] = t
     return out
