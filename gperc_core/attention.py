@@ -22,6 +22,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+EXPLICIT_MAX_SCORES = 128 * 1024
+"""Largest per-head score matrix (queries x keys) computed explicitly in half precision on CPU."""
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+           dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """Return ``softmax(query key^T * scale) value`` over ``[..., heads, seq, dim]`` tensors.
+
+    Uses `scaled_dot_product_attention`, except for small score matrices in bf16/fp16 on CPU, where
+    the fused CPU kernel upcasts and its backward costs 2-3x two half-precision matmuls
+    (bench/NOTES.md); there the two matmuls are written out. Both are exact attention.
+    """
+    n, m = query.shape[-2], key.shape[-2]
+    if (query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and dropout_p == 0.0
+            and n * m <= EXPLICIT_MAX_SCORES):
+        factor = scale if scale is not None else query.shape[-1] ** -0.5
+        scores = (query * factor) @ key.transpose(-1, -2)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(dim=-1).to(value.dtype) @ value
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
 def key_padding_to_sdpa(mask: torch.Tensor | None) -> torch.Tensor | None:
     """Turn a ``[batch, m]`` key mask (bool or 0/1) into SDPA's boolean ``[batch, 1, 1, m]`` form."""
     if mask is None:
@@ -68,7 +91,7 @@ class MultiHeadAttention(nn.Module):
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
             qkv = F.linear(q, weight, bias).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=p)
+            out = attend(qkv[0], qkv[1], qkv[2], mask, p)
             return self.out(out.transpose(1, 2).reshape(b, n, self.q_dim)), None
         query = self.query(q).view(b, n, h, hd).transpose(1, 2)  # [b, h, n, hd]
         if need_weights:
@@ -85,8 +108,7 @@ class MultiHeadAttention(nn.Module):
             w_k = self.key.weight.view(h, hd, c)
             q_in = torch.einsum("bhnd,hdc->bhnc", query, w_k.to(query.dtype)).reshape(b, 1, h * n, c)
             kv_in = kv.unsqueeze(1).to(q_in.dtype)  # [b, 1, m, c], shared by every head
-            mixed = F.scaled_dot_product_attention(q_in, kv_in, kv_in, attn_mask=mask, dropout_p=p,
-                                                   scale=1.0 / math.sqrt(hd))
+            mixed = attend(q_in, kv_in, kv_in, mask, p, scale=1.0 / math.sqrt(hd))
             mixed = mixed.view(b, h, n, c)
             w_v = self.value.weight.view(h, hd, c)
             out = torch.einsum("bhnc,hdc->bhnd", mixed, w_v.to(mixed.dtype))
@@ -96,7 +118,7 @@ class MultiHeadAttention(nn.Module):
             weight = torch.cat([self.key.weight, self.value.weight])
             bias = torch.cat([torch.zeros_like(self.value.bias), self.value.bias])
             kv_proj = F.linear(kv, weight, bias).view(b, m, 2, h, hd).permute(2, 0, 3, 1, 4)
-            out = F.scaled_dot_product_attention(query, kv_proj[0], kv_proj[1], attn_mask=mask, dropout_p=p)
+            out = attend(query, kv_proj[0], kv_proj[1], mask, p)
         out = out.transpose(1, 2).reshape(b, n, self.q_dim)
         return self.out(out), attention
 
