@@ -260,7 +260,20 @@ class PluginManager(pluggy.PluginManager):
             seen[ep.name] = dist_name or "?"
             self._infos[ep.name] = info
             self._load_one(ep, dist, info)
+        if allow is not None:
+            self._warn_unknown_allowed(allow, found)
         self._check_all_pending()
+
+    @staticmethod
+    def _warn_unknown_allowed(allow: Sequence[str], found: Sequence[metadata.EntryPoint]) -> None:
+        """Warn about allow-list names that match no installed plugin (a typo would disable everything)."""
+        known = {_normalise(ep.name) for ep in found}
+        known |= {_normalise(ep.dist.metadata["Name"]) for ep in found if getattr(ep, "dist", None) is not None}
+        unknown = [name for name in allow if _normalise(name) not in known]
+        if unknown:
+            installed = ", ".join(sorted({ep.name for ep in found})) or "none"
+            warnings.warn(f"gperc: the plugin allow-list ({ENV_ALLOW} / --plugins) names {unknown}, which match no "
+                          f"installed plugin (installed: {installed})", PluginWarning, stacklevel=4)
 
     def _load_one(self, ep: metadata.EntryPoint, dist: metadata.Distribution | None, info: PluginInfo) -> None:
         where = f"Requires-Dist of {info.distribution}"

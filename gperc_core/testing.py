@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -103,8 +104,10 @@ def gperc_plugin_manager(gperc_plugins_under_test: list[Any], monkeypatch: pytes
     objects = [p for p in gperc_plugins_under_test if not isinstance(p, str)]
     for var in (plugins_module.ENV_ALLOW, plugins_module.ENV_BLOCK, plugins_module.ENV_STRICT):
         monkeypatch.delenv(var, raising=False)
-    pm = plugins_module.get_plugin_manager(allow=names, block=[], strict=True, entry_points=bool(names),
-                                           plugins=objects)
+    with warnings.catch_warnings():  # strict: a failing plugin raises; a missing one is reported below
+        warnings.simplefilter("ignore", plugins_module.PluginWarning)
+        pm = plugins_module.get_plugin_manager(allow=names, block=[], strict=True, entry_points=bool(names),
+                                               plugins=objects)
     missing = [n for n in names if pm.get_plugin(n) is None]
     if missing:
         raise pytest.UsageError(f"gperc_plugins: {missing} are not installed plugins (entry-point group 'gperc')")

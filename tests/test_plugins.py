@@ -24,7 +24,6 @@ from gperc_core.plugins import (PluginWarning, check_core_requirement, default_p
 from gperc_core.testing import PluginConformance
 
 FAKES = Path(__file__).parent / "fixtures" / "fake_plugins"
-FAKE_NAMES = ["fakegood", "fakeraises", "fakeoldcore", "fakemisspelled", "fakeduplicate"]
 
 
 def make_plugin(name: str, **hooks) -> types.ModuleType:
@@ -54,10 +53,11 @@ def fakes(monkeypatch):
 
 
 def load_fakes(**kwargs):
-    """Build a manager from the fake entry points only (real installed plugins are left out)."""
+    """Build a manager from the fake entry points on sys.path only (real installed plugins are left out)."""
+    on_path = [f"fake{Path(p).name}" for p in sys.path if Path(p).parent == FAKES]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pm = get_plugin_manager(allow=kwargs.pop("allow", FAKE_NAMES), **kwargs)
+        pm = get_plugin_manager(allow=kwargs.pop("allow", on_path), **kwargs)
     return pm, [w for w in caught if issubclass(w.category, PluginWarning)]
 
 
@@ -187,7 +187,7 @@ def test_strict_mode_makes_a_failing_plugin_fatal(fakes, monkeypatch):
     fakes("good", "raises")
     monkeypatch.setenv("GPERC_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match=r"'fakeraises'.*ImportError.*GPERC_STRICT_PLUGINS=1"):
-        get_plugin_manager(allow=FAKE_NAMES)
+        get_plugin_manager(allow=["fakegood", "fakeraises"])
 
 
 def test_module_level_core_range_is_checked_after_import(fakes, gperc_fake_distribution):
@@ -221,6 +221,13 @@ def test_allow_and_block_lists_by_plugin_or_distribution_name(fakes, monkeypatch
     assert pm.get_plugin("fakegood") is None
     args = types.SimpleNamespace(plugin_allow="fakegood", plugin_block=None)
     assert plugin_manager_from_args(args).get_plugin("fakegood") is not None
+
+
+def test_an_allow_list_naming_no_installed_plugin_warns(fakes):
+    fakes("good")
+    pm, caught = load_fakes(allow=["fakegood", "fakegod"])
+    assert pm.get_plugin("fakegood") is not None
+    assert len(caught) == 1 and "names ['fakegod'], which match no installed plugin" in str(caught[0].message)
 
 
 def test_entry_point_plugins_colliding_on_a_modality(fakes):
