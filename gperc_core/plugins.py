@@ -41,7 +41,7 @@ from . import hookspecs
 from .errors import PluginError, TaskError
 from .specs import DatasetSpec, ModalitySpec
 
-__all__ = ["PluginManager", "PluginInfo", "PluginWarning", "get_plugin_manager", "default_plugin_manager",
+__all__ = ["PluginManager", "PluginInfo", "PluginWarning", "AllowListWarning", "get_plugin_manager", "default_plugin_manager",
            "reset_default_plugin_manager", "plugin_manager_from_args", "check_core_requirement", "ENTRY_POINT_GROUP", "CORE_DISTRIBUTION"]
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
@@ -60,6 +60,10 @@ _SINGULAR = {"modalities": "modality", "datasets": "dataset", "tasks": "task"}
 
 class PluginWarning(UserWarning):
     """A plugin failed to load or to register and was skipped."""
+
+
+class AllowListWarning(PluginWarning):
+    """The plugin allow-list names a plugin that is not installed."""
 
 
 @dataclass
@@ -272,8 +276,8 @@ class PluginManager(pluggy.PluginManager):
         unknown = [name for name in allow if _normalise(name) not in known]
         if unknown:
             installed = ", ".join(sorted({ep.name for ep in found})) or "none"
-            warnings.warn(f"gperc: the plugin allow-list ({ENV_ALLOW} / --plugins) names {unknown}, which match no "
-                          f"installed plugin (installed: {installed})", PluginWarning, stacklevel=4)
+            warnings.warn(f"the plugin allow-list ({ENV_ALLOW} / --plugins) names {unknown}, which match no "
+                          f"installed plugin (installed: {installed})", AllowListWarning, stacklevel=4)
 
     def _load_one(self, ep: metadata.EntryPoint, dist: metadata.Distribution | None, info: PluginInfo) -> None:
         where = f"Requires-Dist of {info.distribution}"

@@ -83,6 +83,8 @@ def test_plugins_command_in_process(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "REGISTERED"]
     assert "fakeraises: ImportError: gperc_fake_raises needs the package 'nonexistent-dependency'" in out
+    assert main(["--plugins", "fakegood,fakegod", "plugins"]) == 0
+    assert "gperc: warning: the plugin allow-list" in capsys.readouterr().err  # a typo is pointed out
     with pytest.raises(SystemExit) as exit_info:  # --help works with a broken plugin installed
         main(["--help"])
     assert exit_info.value.code == 0 and "plugins" in capsys.readouterr().out

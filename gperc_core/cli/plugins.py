@@ -30,13 +30,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plugin listing; returns 0 (a broken plugin is reported, not fatal)."""
-    from gperc_core.plugins import PluginWarning, get_plugin_manager
+    from gperc_core.plugins import AllowListWarning, PluginWarning, get_plugin_manager
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PluginWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore", PluginWarning)  # load errors are in the listing itself
+        warnings.simplefilter("always", AllowListWarning)  # a typo in --plugins is not
         pm = get_plugin_manager(allow=getattr(args, "plugin_allow", None), block=getattr(args, "plugin_block", None),
                                 strict=False)
         infos = [info.to_dict() for info in pm.plugins_info()]
+    for warning in caught:
+        if issubclass(warning.category, AllowListWarning):
+            print(f"gperc: warning: {warning.message}", file=sys.stderr)
     if args.json:
         json.dump(infos, sys.stdout, indent=2)
         sys.stdout.write("\n")
