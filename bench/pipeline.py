@@ -4,12 +4,14 @@ The model of the core benchmark's shapes (bench/core/shapes.py: "cifar", "long")
 step at a time (forward, cross-entropy, backward; no optimizer step), measured four ways with
 the same total of 2 CPU threads:
 
-- ``single``: one process x 2 threads, the plain `Perceiver`;
+- ``single``: one process x 2 threads, the plain `Perceiver` (``single-1t``: one thread, a reference);
 - ``gpipe`` / ``1f1b``: 2 processes x 1 thread, a 2-stage pipeline (gloo over loopback) with
   M microbatches, stages cut by gperc's cost model;
 - ``ddp``: 2 processes x 1 thread, DDP with half the batch each.
 
-samples/s = B / median step time (of the slowest rank). Writes the key "pipeline" of
+samples/s = B / median step time (of the slowest rank). CPU s/step sums the process CPU time of
+all ranks: the work a mode spends per step, less sensitive than wall time to other processes
+sharing the cores. Writes the key "pipeline" of
 bench/results.json (read-modify-write under the same lock as bench/run.py) and bench/pipeline.md.
 
     .venv/bin/python bench/pipeline.py                         # cifar and long, about 10 minutes on 2 cores
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.shapes import SHAPES, Shape  # noqa: E402
 
-MODES = ("single", "gpipe", "1f1b", "ddp")
+MODES = ("single", "single-1t", "gpipe", "1f1b", "ddp")
 MICROBATCHES = {"cifar": 4, "long": 2, "tiny": 2}
 
 
@@ -65,6 +67,7 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
     shape = SHAPES[shape_name]
     config = shape_config(shape)
     times: list[float] = []
+    cpu: list[float] = []
     plan = None
     if mode in ("gpipe", "1f1b"):
         from gperc_core.pipeline import build_pipeline
@@ -74,10 +77,11 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
         x, y = _batch(shape)
         for i in range(warmup + steps):
             handle.zero_grad()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             handle.step(x, y)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
     else:
         model = Perceiver(config)
         if mode == "ddp":
@@ -90,11 +94,12 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
             x, y = _batch(shape)
         for i in range(warmup + steps):
             model.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             F.cross_entropy(model(x), y).backward()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-    return {"times": times, "plan": plan, "threads": torch.get_num_threads()}
+                cpu.append(time.process_time() - c0)
+    return {"times": times, "cpu": cpu, "plan": plan, "threads": torch.get_num_threads()}
 
 
 def measure(shape_name: str, mode: str, warmup: int, steps: int, timeout_s: float) -> dict:
@@ -103,7 +108,7 @@ def measure(shape_name: str, mode: str, warmup: int, steps: int, timeout_s: floa
 
     shape = SHAPES[shape_name]
     micro = MICROBATCHES.get(shape_name, 2)
-    world, threads = (1, 2) if mode == "single" else (2, 1)
+    world, threads = {"single": (1, 2), "single-1t": (1, 1)}.get(mode, (2, 1))
     record = {"shape": shape_name, "mode": mode, "ranks": world, "threads_per_rank": threads, "batch": shape.b,
               "microbatches": micro if mode in ("gpipe", "1f1b") else None}
     try:
@@ -112,9 +117,11 @@ def measure(shape_name: str, mode: str, warmup: int, steps: int, timeout_s: floa
     except RankFailure as exc:
         return {**record, "status": "failed", "reason": str(exc)[:500]}
     slowest = [max(ts) for ts in zip(*(r["times"] for r in per_rank))]
+    cpu = [sum(cs) for cs in zip(*(r["cpu"] for r in per_rank))]
     median = statistics.median(slowest)
     return {**record, "status": "ok", "step_times_s": [round(t, 4) for t in slowest], "median_s": round(median, 4),
-            "samples_per_s": round(shape.b / median, 3), "plan": per_rank[0]["plan"]}
+            "samples_per_s": round(shape.b / median, 3), "cpu_s_per_step": round(statistics.median(cpu), 4),
+            "plan": per_rank[0]["plan"]}
 
 
 def bubble(stages: int, microbatches: int) -> float:
@@ -128,18 +135,21 @@ def markdown(result: dict) -> str:
              f"Generated {result['generated']} by `{result['command']}` on {result['machine']['cpu']} "
              f"({result['machine']['cores']} cores, load average {result['machine']['load_average_start']} at the "
              f"start, {result['machine']['load_average_end']} at the end; torch {result['machine']['torch']}).", "",
-             "| shape | mode | ranks x threads | microbatches | s/step (median) | samples/s | vs single |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "| shape | mode | ranks x threads | microbatches | s/step (median) | samples/s | vs single | "
+             "CPU s/step (all ranks) | CPU work vs single |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     single = {r["shape"]: r for r in result["runs"] if r["mode"] == "single" and r["status"] == "ok"}
     for r in result["runs"]:
         if r["status"] != "ok":
             lines.append(f"| {r['shape']} | {r['mode']} | {r['ranks']} x {r['threads_per_rank']} | "
-                         f"{r['microbatches'] or '-'} | failed: {r['reason'][:80]} | | |")
+                         f"{r['microbatches'] or '-'} | failed: {r['reason'][:80]} | | | | |")
             continue
         base = single.get(r["shape"])
         ratio = f"{r['samples_per_s'] / base['samples_per_s']:.2f}x" if base else "-"
+        work = f"{r['cpu_s_per_step'] / base['cpu_s_per_step']:.2f}x" if base else "-"
         lines.append(f"| {r['shape']} | {r['mode']} | {r['ranks']} x {r['threads_per_rank']} | "
-                     f"{r['microbatches'] or '-'} | {r['median_s']:.3f} | {r['samples_per_s']:.2f} | {ratio} |")
+                     f"{r['microbatches'] or '-'} | {r['median_s']:.3f} | {r['samples_per_s']:.2f} | {ratio} | "
+                     f"{r['cpu_s_per_step']:.2f} | {work} |")
     lines += ["", "Stage cuts (cost model):", ""]
     for r in result["runs"]:
         if r.get("plan") and r["mode"] == "1f1b":
