@@ -49,9 +49,12 @@ def frame_features(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
         else:
             feats = torch.log(_mel(opts.sample_rate, opts.n_fft, opts.hop_length, opts.n_mels)(waveform) + _LOG_FLOOR)
     feats = feats[..., : num_frames(waveform.shape[-1], opts.hop_length)]
-    if opts.cmvn:  # one mean and std per clip: loudness-invariant, spectral shape kept
-        mean = feats.mean(dim=(-2, -1), keepdim=True)
-        std = feats.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp_min(1e-5)
+    if opts.cmvn:
+        # "clip" (True): one mean and std per clip (loudness-invariant, spectral shape kept);
+        # "bin": a mean and std per feature bin over the frames (removes a synthesiser's spectral tilt)
+        dims = (-1,) if opts.cmvn == "bin" else (-2, -1)
+        mean = feats.mean(dim=dims, keepdim=True)
+        std = feats.std(dim=dims, keepdim=True, unbiased=False).clamp_min(1e-5)
         feats = (feats - mean) / std
     return feats
 

@@ -20,7 +20,8 @@ num_channels       expected channel count after mixing (default: 1 when mono, el
 trim               cut leading / trailing silence (default False)
 trim_threshold     silence is below this fraction of the clip's peak (default 0.02)
 normalize          scale each clip to peak 1 (default True)
-cmvn               standardise the frames with the clip's mean and std (default True; frames only)
+cmvn               standardise the frames: ``true``/``"clip"`` with the clip's mean and std (default),
+                   ``"bin"`` per feature bin over the frames, ``false`` not at all (frames only)
 =================  ========================================================================
 """
 
@@ -51,7 +52,7 @@ OPTION_DOCS: dict[str, str] = {
     "trim": "cut leading and trailing silence (default false)",
     "trim_threshold": "silence threshold as a fraction of the peak (default 0.02)",
     "normalize": "scale each clip to peak 1 (default true)",
-    "cmvn": "standardise the frames with the clip's mean and std (default true)",
+    "cmvn": "standardise frames: true/'clip' per clip (default), 'bin' per feature bin, false: off",
 }
 
 
@@ -73,7 +74,7 @@ class AudioOptions:
     trim: bool = False
     trim_threshold: float = 0.02
     normalize: bool = True
-    cmvn: bool = True
+    cmvn: bool | str = True
 
     @property
     def bands(self) -> int:
@@ -122,7 +123,9 @@ class AudioOptions:
         if self.num_channels is not None and (not isinstance(self.num_channels, int) or self.num_channels <= 0
                                               or (self.mono and self.num_channels != 1)):
             _bad("num_channels", "a positive integer (1 when mono=true)", self.num_channels)
-        for name in ("mono", "trim", "normalize", "cmvn"):
+        if self.cmvn not in (True, False, "clip", "bin") or isinstance(self.cmvn, int) and not isinstance(self.cmvn, bool):
+            _bad("cmvn", "true, false, 'clip' or 'bin'", self.cmvn)
+        for name in ("mono", "trim", "normalize"):
             if not isinstance(getattr(self, name), bool):
                 _bad(name, "true or false", getattr(self, name))
         if not isinstance(self.trim_threshold, (int, float)) or not 0 <= self.trim_threshold < 1:

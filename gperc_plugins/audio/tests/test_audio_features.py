@@ -82,6 +82,14 @@ def test_logmel_tells_tones_apart():
     assert float((low - high).abs().mean()) > 0.1
 
 
+def test_cmvn_modes():
+    tone = (sine(rate=16000), 16000)
+    clip, per_bin, off = (array(tone, cmvn=mode) for mode in ("clip", "bin", False))
+    assert float(clip.mean()) == pytest.approx(0.0, abs=1e-4) and float(clip.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
+    assert torch.allclose(per_bin.mean(0), torch.zeros(40), atol=1e-4)
+    assert torch.equal(array(tone), clip) and float(off.mean()) < -1.0  # log-mel of a quiet tone is mostly < 0
+
+
 def test_trim_and_fixed_duration():
     wave = np.concatenate([np.zeros(4000, np.float32), sine(rate=16000), np.zeros(4000, np.float32)])
     trimmed = trim_silence(torch.from_numpy(wave)[None], 0.02)
@@ -124,6 +132,7 @@ def test_channel_count_is_checked():
 @pytest.mark.parametrize("options, key", [({"representation": "spectrogram"}, "representation"),
                                           ({"layout": "gperc"}, "layout"), ({"sample_rate": 0}, "sample_rate"),
                                           ({"duration": -1}, "duration"), ({"trim": "yes"}, "trim"),
+                                          ({"cmvn": "frame"}, "cmvn"), ({"cmvn": 1}, "cmvn"),
                                           ({"representation": "mfcc", "num_mfcc": 80}, "num_mfcc")])
 def test_bad_options_are_config_errors(options, key):
     with pytest.raises(ConfigError, match=f"audio plugin: options\\['{key}'\\]: expected"):

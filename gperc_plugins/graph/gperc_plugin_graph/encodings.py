@@ -2,8 +2,8 @@
 
 - `laplacian_pe`: the eigenvectors of the symmetric normalised Laplacian
   ``L = I - D^-1/2 A D^-1/2`` with the smallest eigenvalues, the first (trivial) one dropped. An
-  eigenvector is defined up to its sign, so each is given a canonical sign: its entry of largest
-  magnitude (the first such, after rounding) is made positive. Graphs with fewer than ``k + 1`` nodes
+  eigenvector is defined up to its sign, so each is given a canonical sign (`canonical_sign`: the sum
+  of its cubed entries made positive, else its largest entry). Graphs with fewer than ``k + 1`` nodes
   get zero columns. (Eigenvectors of repeated eigenvalues are still only defined up to a rotation.)
 - `random_walk_pe`: the random-walk landing probabilities ``[P^t]_ii`` for ``t = 1..k`` with
   ``P = D^-1 A``: the chance a walk from node ``i`` is back at ``i`` after ``t`` steps. Invariant to
@@ -31,10 +31,15 @@ def _check_size(graph: Graph, what: str) -> None:
 
 
 def canonical_sign(vectors: torch.Tensor) -> torch.Tensor:
-    """Flip each column of ``vectors`` so that its largest-magnitude entry is positive."""
+    """Flip each column of ``vectors`` so that the sum of its cubed entries is positive, or, when that
+    sum is ~0 (a symmetric column), so that its first largest-magnitude entry is positive.
+
+    The first rule does not depend on node order; the fallback does, which is unavoidable for a
+    column an automorphism of the graph maps to its negative."""
+    skew = (vectors ** 3).sum(dim=0)
     magnitude = torch.round(vectors.abs() * 1e8)
     index = magnitude.argmax(dim=0)
-    signs = torch.sign(vectors[index, torch.arange(vectors.shape[1])])
+    signs = torch.where(skew.abs() > 1e-6, torch.sign(skew), torch.sign(vectors[index, torch.arange(vectors.shape[1])]))
     signs[signs == 0] = 1.0
     return vectors * signs
 
