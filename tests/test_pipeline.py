@@ -222,6 +222,17 @@ def _equivalence_worker(ctx, cases):
     except InputError as exc:
         errors.append(str(exc))
     report["errors"] = errors
+    # allow_reshape: a smaller last batch rebuilds the schedule instead of failing; gperc's API entry point
+    from gperc_core.models import get_distributed_model
+
+    handle = get_distributed_model(config, microbatches=2, allow_reshape=True)
+    reshaped = []
+    for rows in (8, 4, 8):
+        reference = Perceiver(config)
+        expected = reference_loss(reference, x[:rows], None, None, target[:rows]).item()
+        handle.zero_grad()
+        reshaped.append(abs(handle.step(x[:rows], target[:rows]).item() - expected))
+    report["reshape"] = {"type": type(handle).__name__, "diffs": reshaped, "schedule": handle.schedule_name}
     return report
 
 
@@ -250,6 +261,26 @@ def test_bad_batches_fail_on_every_rank_before_communication(equivalence_reports
         assert "divisible by microbatches=4, got 6" in errors[0]
         assert "target" in errors[1] and "[8]" in errors[1]
         assert "set up for batch 8" in errors[2] and "got batch 4" in errors[2]
+
+
+def test_allow_reshape_rebuilds_and_the_gperc_entry_point(equivalence_reports):
+    for report in equivalence_reports:
+        r = report["reshape"]
+        assert r["type"] == "PipelineHandle" and r["schedule"] == "1f1b"
+        assert max(r["diffs"]) < ATOL, r["diffs"]
+
+
+def test_measured_block_times_feed_the_planner():
+    from gperc_core.pipeline import measure_block_times
+
+    config = tiny_config(num_layers=3)
+    model = Perceiver(config)
+    x, mask, out, _ = make_batch(config, 4, mask=True, output_array=True, dense=False)
+    times = measure_block_times(model, x, mask, out, repeats=1)
+    assert len(times) == config.num_layers + 2 and all(t > 0 for t in times)
+    assert all(p.grad is None for p in model.parameters())
+    plan = plan_stages(config, 2, costs=times)
+    assert plan.source == "measured" and plan.costs == tuple(times)
 
 
 def test_build_pipeline_needs_a_process_group():
