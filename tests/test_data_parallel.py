@@ -97,3 +97,21 @@ def test_pipeline_x_ddp_equals_single_process(reports):
     # the two replicas own the same stages; the two stages of a replica split the parameters
     assert reports[0]["pp_dp"][0]["keys"] == reports[2]["pp_dp"][0]["keys"]
     assert not set(reports[0]["pp_dp"][0]["keys"]) & set(reports[1]["pp_dp"][0]["keys"])
+
+
+def test_init_distributed_names_what_is_missing(monkeypatch):
+    from gperc_core.distributed import init_distributed
+    from gperc_core.errors import ConfigError
+
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="torchrun"):
+        init_distributed()
+    with pytest.raises(ConfigError, match="rank: expected an integer in \\[0, 2\\), got 2"):
+        init_distributed(rank=2, world_size=2)
+    with pytest.raises(ConfigError, match="timeout_s"):
+        init_distributed(rank=0, world_size=1, timeout_s=0)
+    with pytest.raises(ConfigError, match="init_method"):
+        init_distributed(rank=0, world_size=1)
+    with pytest.raises(ConfigError, match="nccl"):
+        init_distributed(rank=0, world_size=1, backend="nccl", device="cpu", init_method="file:///nonexistent")
