@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from gperc_core.plugins import plugin_manager_from_args
     from gperc_core.runs import check_run_dir
     from gperc_core.tasks import Task
-    from gperc_core.trainer import bf16_supported, evaluate_model, resolve_device
+    from gperc_core.trainer import auto_bf16, evaluate_model, resolve_device
 
     run_dir = check_run_dir(args.run_dir)
     device = resolve_device(args.device)
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if model.config != task.config:
         task.config = model.config
     split = args.split or task.card.eval_split
-    metrics = evaluate_model(model, task.split(split), task.training.eval_batch_size, device, bf16_supported(device))
+    bf16 = auto_bf16(device, model.config) if task.training.bf16 is None else task.training.bf16
+    metrics = evaluate_model(model, task.split(split), task.training.eval_batch_size, device, bf16)
     if args.json:
         print(json.dumps({"task": task.name, "split": split, "source": str(source), **metrics}))
         return 0
