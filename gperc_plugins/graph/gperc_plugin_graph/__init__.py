@@ -7,7 +7,7 @@ encodings, with a type flag). Graphs come from networkx, TU-format folders, or a
 ``edge_index`` / ``x`` attributes (``torch_geometric.data.Data``). Datasets: ``mutag`` (from the
 grakel wheel), ``karate`` (networkx, node classification) and ``tu-folder``.
 
-Heavy imports (networkx, scipy, grakel) happen inside functions, so importing this package is cheap.
+Heavy imports (networkx, grakel, numpy file reading) happen inside functions, so importing this package is cheap.
 """
 
 from __future__ import annotations
