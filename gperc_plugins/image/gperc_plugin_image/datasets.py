@@ -25,6 +25,8 @@ FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_ENV = "GPERC_FASHION_MNIST"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+SEGMENTATION_CLASSES = ("background",) + tuple(f"ink of {d}" for d in range(10))
 FASHION_PREFIX = {"train": "train", "test": "t10k"}
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
@@ -36,12 +38,15 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images ``[N, H, W, C]`` with their targets, optionally augmented on access (train split)."""
+    """Images ``[N, H, W, C]`` with their targets, optionally augmented on access (train split);
+    ``classes`` names the classes in label order."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, augment: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, augment: Callable[[Any], Any] | None = None,
+                 classes: Sequence[str] = ()) -> None:
         self.images = images
         self.targets = targets
         self.augment = augment
+        self.classes = list(classes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -77,10 +82,11 @@ def _limit(options: Mapping[str, Any], n: int) -> int:
     return min(n, limit)
 
 
-def _dataset(images: np.ndarray, targets: np.ndarray, split: str, options: Mapping[str, Any]) -> ImageDataset:
+def _dataset(images: np.ndarray, targets: np.ndarray, split: str, options: Mapping[str, Any],
+             classes: Sequence[str]) -> ImageDataset:
     n = _limit(options, len(images))
     augment = build_augmentation(options.get("augment"), images.shape[1], images.shape[2]) if split == "train" else None
-    return ImageDataset(images[:n], targets[:n], augment)
+    return ImageDataset(images[:n], targets[:n], augment, classes)
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
@@ -154,7 +160,7 @@ def load_fashion_mnist(split: str, options: Mapping[str, Any] | None = None) -> 
     options = image_options(options)
     _check_split("fashion-mnist", split, FASHION_PREFIX)
     images, labels = _fashion_arrays(str(fashion_mnist_dir(options)), split)
-    return _dataset(images, labels, split, options)
+    return _dataset(images, labels, split, options, FASHION_CLASSES)
 
 
 # ---------------------------------------------------------------------------- scikit-learn digits
@@ -177,7 +183,7 @@ def load_digits(split: str, options: Mapping[str, Any] | None = None) -> ImageDa
     options = image_options(options)
     _check_split("digits", split, ("train", "test"))
     raw, labels = _digits_split()[split]
-    return _dataset((raw / 16.0)[..., None], labels, split, options)
+    return _dataset((raw / 16.0)[..., None], labels, split, options, DIGIT_CLASSES)
 
 
 def segmentation_targets(raw: np.ndarray, labels: np.ndarray, threshold: int = SEGMENTATION_THRESHOLD) -> np.ndarray:
@@ -197,7 +203,8 @@ def load_digits_segmentation(split: str, options: Mapping[str, Any] | None = Non
         raise TaskError(f"{PLUGIN}: options['augment']: expected false for 'digits-segmentation' (geometric "
                         f"augmentation would misalign the per-pixel targets), got {options['augment']!r}")
     raw, labels = _digits_split()[split]
-    return _dataset((raw / 16.0)[..., None], segmentation_targets(raw, labels), split, options)
+    return _dataset((raw / 16.0)[..., None], segmentation_targets(raw, labels), split, options,
+                    SEGMENTATION_CLASSES)
 
 
 DATASETS = [

@@ -92,13 +92,13 @@ def test_real_fashion_mnist_smoke():
     assert len(data) == 5
     sample = data[0]
     assert sample["image"].shape == (28, 28, 1) and sample["image"].dtype == np.uint8
-    assert 0 <= sample["target"] < 10
+    assert 0 <= sample["target"] < 10 and data.classes[sample["target"]] in ds.FASHION_CLASSES
     assert len(ds.load_fashion_mnist("train", {})) == 60000
 
 
 def test_digits_split_is_fixed_and_stratified():
     train, test = ds.load_digits("train", {}), ds.load_digits("test", {})
-    assert (len(train), len(test)) == (1347, 450)
+    assert (len(train), len(test)) == (1347, 450) and test.classes[3] == "3"
     counts = np.bincount(test.targets, minlength=10)
     totals = counts + np.bincount(train.targets, minlength=10)
     assert np.all(np.abs(counts - 0.25 * totals) <= 1)
@@ -109,6 +109,7 @@ def test_digits_split_is_fixed_and_stratified():
 
 def test_digits_segmentation_targets_mark_the_ink_with_the_label():
     data = ds.load_digits_segmentation("test", {"max_samples": 3})
+    assert data.classes[0] == "background" and len(data.classes) == 11
     cls, seg = ds.load_digits("test", {}), data[1]
     target = seg["target"]
     assert target.shape == (64,) and target.dtype == torch.long

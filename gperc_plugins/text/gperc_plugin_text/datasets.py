@@ -39,11 +39,12 @@ SPLIT_SEED = 0
 
 
 class TextDataset(torch.utils.data.Dataset):
-    """Texts with integer labels; a sample is ``{"text": str, "target": int}``."""
+    """Texts with integer labels; a sample is ``{"text": str, "target": int}``; ``classes`` names the labels."""
 
     def __init__(self, texts: list[str], targets: np.ndarray) -> None:
         self.texts = texts
         self.targets = targets
+        self.classes = list(LEXNAMES)
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -81,6 +81,7 @@ def test_real_wordnet_smoke():
     sizes = {s: len(wn.load_wordnet_glosses(s, {})) for s in wn.SPLITS}
     assert sum(sizes.values()) == 95882 and sizes["test"] == sizes["validation"] == 9588
     test = wn.load_wordnet_glosses("test", {"max_samples": 5})
+    assert test.classes == list(wn.LEXNAMES) and len(test.classes) == 41
     assert len(test) == 5 and all(isinstance(s["text"], str) and s["text"] for s in test)
     labels = wn.load_wordnet_glosses("train", {}).targets
     assert labels.min() == 0 and labels.max() == 40 and len(np.unique(labels)) == 41
