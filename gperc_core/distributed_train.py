@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--schedule", default="1f1b", help="pipeline schedule: 1f1b (default), gpipe or interleaved")
     group.add_argument("--stages-per-rank", type=int, default=2, metavar="V",
                        help="model stages per rank with --schedule interleaved (default 2)")
+    group.add_argument("--balance", choices=("model", "measured"), default="model",
+                       help="cut the stages by the cost model (default) or by block times measured on rank 0")
     group.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                        help=f"process-group timeout: a failed or hung rank ends every rank within it "
                             f"(default {DEFAULT_TIMEOUT_S:.0f})")
@@ -84,7 +86,7 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, task: Any, out_dir: str | Path, ctx: DistContext, layout: ParallelLayout, *,
                  schedule: str = "1f1b", microbatches: int | None = None, stages_per_rank: int = 2,
-                 training: Any = None) -> None:
+                 balance: str = "model", training: Any = None) -> None:
         super().__init__(task, out_dir, training=training)
         self.ctx, self.layout = ctx, layout
         self.trim = False  # fixed shapes: the pipeline's buffers are sized once
@@ -99,7 +101,10 @@ class DistributedTrainer(Trainer):
 
             name = normalise_schedule(schedule)
             stages = layout.pp_size * stages_per_rank if name == "interleaved" else layout.pp_size
-            self.handle = build_pipeline(self.model.config, num_stages=stages, schedule=name,
+            costs = self._measured_costs() if balance == "measured" else None
+            if balance not in ("model", "measured"):
+                raise ConfigError(f"--balance: expected 'model' or 'measured', got {balance!r}")
+            self.handle = build_pipeline(self.model.config, num_stages=stages, schedule=name, costs=costs,
                                          microbatches=microbatches, group=layout.pp_group, dp_group=layout.dp_group,
                                          device=self.device, model=self.model, allow_reshape=True,
                                          label_smoothing=self.cfg.label_smoothing, find_unused_parameters=unused)
@@ -119,6 +124,20 @@ class DistributedTrainer(Trainer):
             self.ddp = wrap_ddp(self.model, device=self.device, find_unused_parameters=unused)
 
     # ----------------------------------------------------------------- helpers
+    def _measured_costs(self) -> list[float]:
+        """Per-block forward+backward seconds, timed by rank 0 on one training batch and shared with
+        every rank (so every rank cuts the same stages)."""
+        from .pipeline import measure_block_times
+
+        box: list[Any] = [None]
+        if self.ctx.rank == 0:
+            rows = torch.arange(min(len(self.train_data), self.cfg.batch_size))
+            batch = to_device(self.train_data.batch(rows, trim=False), self.device)
+            box[0] = measure_block_times(self.model, batch["input_array"], batch.get("attention_mask"),
+                                         batch.get("output_array"), repeats=2)
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     @property
     def is_main(self) -> bool:
         """True on global rank 0, which prints and writes."""
@@ -306,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
 
         def factory(task: Any, out_dir: Any) -> DistributedTrainer:
             return DistributedTrainer(task, out_dir, ctx, layout, schedule=args.schedule,
-                                      microbatches=args.microbatches, stages_per_rank=args.stages_per_rank)
+                                      microbatches=args.microbatches, stages_per_rank=args.stages_per_rank,
+                                      balance=args.balance)
 
         args.trainer_factory = factory
         if ctx.rank == 0:

@@ -185,13 +185,18 @@ def plan_stages(config: PerceiverConfig, num_stages: int, *, costs: Sequence[flo
     return PipelinePlan(num_stages=num_stages, blocks=names, costs=tuple(weights), bounds=bounds, source=source)
 
 
-def measure_block_times(model: Perceiver, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
+def measure_block_times(model: nn.Module, input_array: Any, attention_mask: Any = None,
                         output_array: torch.Tensor | None = None, repeats: int = 3) -> list[float]:
     """Time forward + backward of each block ``[encoder, processor..., decoder]`` on ``model``'s device.
 
+    ``model`` is a `Perceiver` or a multimodal `ModalityFusion` (its inputs are fused first, untimed).
     Returns the median seconds per block over ``repeats`` runs (after one warm-up), for
-    ``plan_stages(config, S, costs=...)``.
+    ``plan_stages(config, S, costs=...)``; leaves no gradients behind.
     """
+    if not isinstance(model, Perceiver) and hasattr(model, "fuse"):
+        with torch.no_grad():
+            input_array, attention_mask = model.fuse(input_array, attention_mask)
+        model = model.perceiver
     attention_mask, output_array = validate_inputs(model.config, input_array, attention_mask, output_array)
     device = next(model.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
