@@ -16,7 +16,7 @@ from gperc_core.distributed import spawn_workers
 from gperc_core.errors import ConfigError, InputError
 from gperc_core.models import Perceiver
 from gperc_core.pipeline import PerceiverStage, block_costs, normalise_schedule, plan_stages
-from gperc_core.sentinels import mask_sentinel, output_sentinel
+from gperc_core.sentinels import mask_sentinel
 
 ATOL = 1e-5
 
@@ -143,8 +143,15 @@ def _case_batch(config, mask, out, dense, sentinels):
     if config.input_type == "tokens":
         x = torch.randint(0, config.input_num_tokens, (8, config.input_len), generator=torch.Generator().manual_seed(1))
     ref_mask, ref_out = attention_mask, output_array
-    if sentinels:
-        attention_mask, output_array = mask_sentinel(8), output_sentinel(8)
+    if sentinels:  # the all-tensor batch of a sentinel-aware collator: [b] sentinels for mask and outputs
+        from gperc_core.collate import Collator
+        from gperc_core.specs import InputArray
+
+        batch = Collator(sentinels=True)([InputArray(array=x[i], target=int(target[i])) for i in range(len(x))])
+        assert batch["attention_mask"].shape == (8,) and batch["output_array"].shape == (8,)
+        assert torch.equal(batch["attention_mask"], mask_sentinel(8))
+        x, attention_mask, output_array, target = (batch["input_array"], batch["attention_mask"],
+                                                   batch["output_array"], batch["target"])
     return x, attention_mask, output_array, target, ref_mask, ref_out
 
 
