@@ -98,3 +98,14 @@ def test_segmentation_queries_drive_per_pixel_logits(pm):
     assert logits.shape == (8, 64, 11) and batch["target"].shape == (8, 64)
     start = float(torch.nn.functional.cross_entropy(first.reshape(-1, 11), batch["target"].reshape(-1)))
     assert loss < 0.7 * start
+
+
+def test_shipped_image_cards_use_documented_options_and_registered_datasets(pm):
+    from gperc_core.registry import load_registry
+
+    cards = [c for c in load_registry().values() if c.name.startswith("image/")]
+    assert {c.name for c in cards} >= {"image/fashion-mnist", "image/digits", "image/digits-segmentation"}
+    for card in cards:
+        assert card.dataset in pm.datasets, card.name
+        assert set(card.options.get("image", {})) <= set(image_plugin.OPTIONS), card.name
+        image_plugin.ArrayOptions(card.options.get("image", {}))          # values are valid too

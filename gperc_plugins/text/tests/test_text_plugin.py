@@ -159,3 +159,16 @@ def test_mlm_batch_trains_a_perceiver_without_reduction(pm, tiny_tokenizer, tiny
         opt.step()
         losses.append(float(loss.detach()))
     assert logits.shape == (8, 24, tiny_tokenizer.vocab_size) and losses[-1] < 0.5 * losses[0]
+
+
+def test_shipped_text_cards_use_documented_options_and_registered_datasets(pm):
+    from gperc_core.registry import load_registry
+
+    from gperc_plugin_text.arrays import TextOptions
+
+    cards = [c for c in load_registry().values() if c.name.startswith("text/")]
+    assert {c.name for c in cards} >= {"text/wordnet-supersense", "text/wordnet-mlm"}
+    for card in cards:
+        assert card.dataset in pm.datasets, card.name
+        assert set(card.options.get("text", {})) <= set(text_plugin.OPTIONS), card.name
+        TextOptions(card.options.get("text", {}))                          # values are valid too
