@@ -119,11 +119,11 @@ def read_tasks(path: Path) -> dict[str, Any]:
 def markdown(tasks: dict[str, Any]) -> str:
     """Return the Markdown table of the task results, beside each card's baseline."""
     lines = ["# gperc tasks: test accuracy with each card's defaults", "",
-             "Measured by `bench/tasks.py` (one process per task, `OMP_NUM_THREADS=2`, on the shared 2-core "
-             "CPU of the build machine, whose load average is given: other jobs ran at the same time, so "
-             "times are upper bounds). Accuracy is on the card's evaluation split after the last epoch; "
-             "'best epoch' is the best of the per-epoch evaluations.", "",
-             "| task | test accuracy | best epoch | baseline | steps | training time | samples/s | load avg | status |",
+             "Measured by `bench/tasks.py` (one process per task on the shared 2-core CPU of the build "
+             "machine; its load average at the start and the torch threads are given: other jobs ran at "
+             "the same time, so times are upper bounds). Accuracy is on the card's evaluation split after "
+             "the last epoch; 'best epoch' is the best of the per-epoch evaluations.", "",
+             "| task | test accuracy | best epoch | baseline | steps | training time | samples/s | threads, load | status |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in sorted(tasks):
         r = tasks[name]
@@ -133,7 +133,7 @@ def markdown(tasks: dict[str, Any]) -> str:
         best = f"{r['best_epoch_accuracy']:.4f}" if isinstance(r.get("best_epoch_accuracy"), float) else "-"
         steps = f"{r.get('steps', '-')}/{r.get('total_steps', '-')} ({r.get('epochs', '-')} ep)"
         time_s = f"{r['train_time_s'] / 60:.1f} min" if isinstance(r.get("train_time_s"), (int, float)) else "-"
-        load = f"{r['load_average_start'][0]:.1f}" if r.get("load_average_start") else "-"
+        load = f"{r.get('threads', '-')}, {r['load_average_start'][0]:.1f}" if r.get("load_average_start") else "-"
         extra = f" ({', '.join(r['overrides'])})" if r.get("overrides") else ""
         lines.append(f"| {name} | {acc} | {best} | {baseline} | {steps} | {time_s} | {r.get('samples_per_s', '-')} | "
                      f"{load} | {r.get('status', '-')}{extra} |")
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every task (recorded beside its result)")
     p.add_argument("--limit-min", type=float, default=30.0, help="wall-clock limit per task in minutes (default 30)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per task (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per task (default: the core count, or 1 when the machine is already "
+                        "busy: oversubscribed OpenMP threads made a step 20x slower here)")
     p.add_argument("--results", type=Path, default=BENCH / "results.json")
     p.add_argument("--table", action="store_true", help="only rewrite bench/tasks.md from results.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -165,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown tasks {unknown}; known: {known}", file=sys.stderr)
             return 2
+        threads = args.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else os.cpu_count() or 1)
         for name in names:
             print(f"== {name} (limit {args.limit_min:.0f} min)", flush=True)
-            record = run_task(name, args.limit_min * 60, args.overrides, args.threads)
+            record = run_task(name, args.limit_min * 60, args.overrides, threads)
             record["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
             tasks = read_tasks(args.results)
             tasks[name] = record
