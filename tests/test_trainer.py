@@ -12,12 +12,12 @@ import torch
 from gperc_core import checkpoint as ckpt
 from gperc_core import create_task, runs
 from gperc_core.errors import CheckpointError, ConfigError, TaskError
-from gperc_core.trainer import Trainer, TrainingConfig, bf16_supported
+from gperc_core.trainer import Trainer, TrainingConfig, auto_bf16, bf16_supported
 
 from taskfakes import fake_pm
 
 FAST = {"training.epochs": 2, "training.batch_size": 16, "training.max_train_samples": 64,
-        "training.max_eval_samples": 16, "training.bf16": False, "training.progress": False}
+        "training.max_eval_samples": 16, "training.progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,10 @@ def test_interrupt_leaves_a_resumable_checkpoint(pm, tmp_path, monkeypatch):
 
 def test_bf16_and_training_config_validation(pm, tmp_path):
     assert isinstance(bf16_supported(torch.device("cpu")), bool)
+    assert not make(pm, tmp_path / "auto").bf16  # a narrow model on CPU: fp32 is faster than bf16 autocast
+    narrow = create_task("blob/blobs", pm=pm).config
+    cpu = torch.device("cpu")
+    assert not auto_bf16(cpu, narrow) and auto_bf16(cpu, narrow.replace(latent_dim=512)) == bf16_supported(cpu)
     trainer = make(pm, tmp_path, **{"training.bf16": True})
     loss = trainer.train_step(trainer.train_data.batch(torch.arange(8)))
     assert loss == loss and trainer.step == 1  # finite under bf16 autocast
