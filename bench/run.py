@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also write a torch.profiler table of one step per run into this folder")
     p.add_argument("--results", type=Path, default=BENCH / "results.json")
     p.add_argument("--table", type=Path, default=BENCH / "core.md")
+    p.add_argument("--notes", type=Path, default=BENCH / "core_notes.md",
+                   help="hand-written observations appended to the table (noise, profiles)")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "bench.md",
+                   help="the README section (same table, second-level heading)")
     return p.parse_args(argv)
 
 
@@ -163,6 +168,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the runner's clean-up (kill the child)
     peers_error = None
     if any(not i.startswith("gperc") for i in args.impls):
         peers_error = ensure_peers(args.peers_venv)
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     core["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                       "torch": torch.__version__, "python": platform.python_version()}
+                       "torch": torch.__version__, "python": platform.python_version(),
+                       "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     if not args.no_peak or "matmul_peak" not in core:
         core["matmul_peak"] = measure_peak(args)
     records = []
@@ -186,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GiB" if r.get("status") == "ok"
                         else f"FAILED: {r.get('reason')}")
                 print(f"{shape:6s} {precision} {impl:10s} {what}  [{time.monotonic() - t0:.0f} s]", flush=True)
+    core["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     core["runs"] = merge(core.get("runs", []), records)
+    core["notes"] = args.notes.read_text().strip() if args.notes.exists() else ""
     add_derived(core["runs"], core["matmul_peak"])
     core["goals"] = check_goals(core["runs"])
     core["generated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -194,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     core["method"] = METHOD
     update_results(args.results, "core", core)
     args.table.write_text(markdown(core))
+    args.docs.parent.mkdir(parents=True, exist_ok=True)
+    args.docs.write_text(markdown(core, level=2))
     for g in core["goals"]:
         print(f"goal: {g['goal']}: {g['measured']} -> {g['met']}")
-    print(f"wrote {args.results} (key 'core') and {args.table}")
+    print(f"wrote {args.results} (key 'core'), {args.table} and {args.docs}")
     return 0
 
 

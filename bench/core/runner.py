@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -46,27 +47,28 @@ def run_child(cmd: list[str], timeout_s: float, rss_limit_mb: float, env: dict |
                             start_new_session=True)
     peak = 0.0
     killed = ""
-    import threading
-
     out_chunks: list[str] = []
     err_chunks: list[str] = []
     readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
                for s, b in ((proc.stdout, out_chunks), (proc.stderr, err_chunks))]
     for r in readers:
         r.start()
-    while proc.poll() is None:
-        rss = _rss_mb(proc.pid)
-        peak = max(peak, rss)
-        elapsed = time.monotonic() - start
-        if elapsed > timeout_s:
-            killed = f"timeout: no result within {timeout_s:.0f} s"
-        elif rss_limit_mb and rss > rss_limit_mb:
-            killed = f"out of memory: resident set passed the {rss_limit_mb / 1024:.1f} GiB limit"
-        if killed:
+    try:
+        while proc.poll() is None:
+            rss = _rss_mb(proc.pid)
+            peak = max(peak, rss)
+            elapsed = time.monotonic() - start
+            if elapsed > timeout_s:
+                killed = f"timeout: no result within {timeout_s:.0f} s"
+            elif rss_limit_mb and rss > rss_limit_mb:
+                killed = f"out of memory: resident set passed the {rss_limit_mb / 1024:.1f} GiB limit"
+            if killed:
+                break
+            time.sleep(0.2)
+    finally:  # also when the parent is interrupted: never leave a child running
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            break
-        time.sleep(0.2)
     for r in readers:
         r.join(timeout=10)
     out, err = "".join(out_chunks), "".join(err_chunks)
