@@ -53,7 +53,7 @@ class Clip:
 @dataclass(frozen=True)
 class SynthesisPlan:
     """What to synthesise. Defaults: 6 accents x 12 variants x 2 speeds x 2 pitches of espeak-ng
-    (2,880 clips) and 5 flite voices x 3 stretches x 3 pitch targets (450 clips)."""
+    (2,880 clips) and, per flite voice, 6 duration stretches x 5 pitch targets (300 clips)."""
 
     digits: tuple[int, ...] = tuple(range(10))
     espeak_accents: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
@@ -61,8 +61,8 @@ class SynthesisPlan:
     espeak_speeds: tuple[int, ...] = (130, 170)
     espeak_pitches: tuple[int, ...] = (35, 65)
     flite_voices: tuple[str, ...] = FLITE_VOICES
-    flite_stretches: tuple[float, ...] = (0.9, 1.1, 1.3)
-    flite_pitches: tuple[int, ...] = (100, 130, 160)
+    flite_stretches: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    flite_pitches: tuple[int, ...] = (90, 110, 130, 150, 170)
 
     @classmethod
     def from_options(cls, options: dict) -> "SynthesisPlan":

@@ -106,9 +106,9 @@ def test_spoken_digits_task_builds_and_runs(tmp_path):
     overrides = {f"options.audio.{k}": v for k, v in TINY.items()}
     task = create_task("audio/spoken-digits", **overrides, **{"options.audio.cache_dir": str(tmp_path)},
                        latent_len=4, latent_dim=16, num_layers=1, num_heads=2, ffw_latent=16, ffw_output=16)
-    assert task.config.input_dim == 40 and task.config.input_len == 150 and task.config.n_classes == 10
+    assert task.config.input_dim == 40 + 9 and task.config.input_len == 150 and task.config.n_classes == 10  # 40 mels + 4-band time
     batch = task.split("train").batch(torch.arange(4))
-    assert tuple(batch["input_array"].shape) == (4, 150, 40) and sorted(batch["target"].tolist()) == [1, 1, 2, 2]
+    assert tuple(batch["input_array"].shape) == (4, 150, 49) and sorted(batch["target"].tolist()) == [1, 1, 2, 2]
     model = task.build_model()
     loss = F.cross_entropy(model(batch["input_array"], batch["attention_mask"]), batch["target"])
     loss.backward()
