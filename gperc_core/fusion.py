@@ -4,7 +4,9 @@ Each modality's array is brought to one channel width ``d`` by its own learned p
 linear layer for raw ``[b, m_i, c_i]`` arrays, an embedding for token ids ``[b, m_i]``), a learned
 modality embedding ``[d]`` is added to every element of that modality, and the arrays are
 concatenated along the input axis (``m = sum m_i``) with their masks (an absent mask counts as
-all-real). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
+all-real). In training, ``modality_dropout`` hides one randomly chosen modality of a sample (masks
+it out) with that probability, so that no modality can carry the task alone while the others go
+unlearned (without it, av-digits learned the easy training voices and ignored the images). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
 position encoding covers the concatenated axis, so each modality keeps its own positions.
 
 `ModalityFusion` is that model: it owns the projections, the modality embeddings and a
@@ -25,6 +27,8 @@ from .errors import ConfigError, InputError, describe
 from .models import Perceiver
 
 _SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
+FUSION_KEYS = ("dim", "modality_dropout")
+"""The settings of a task card's ``[fusion]`` table (and of ``fusion.<key>`` overrides)."""
 
 
 def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
@@ -49,6 +53,9 @@ def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
     if config.input_len != total:
         raise ConfigError(f"input_len: expected the sum of the fused modalities' input_len ({total}), "
                           f"got {config.input_len}")
+    p = config.get("modality_dropout", 0.0)
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+        raise ConfigError(f"modality_dropout: expected a number in [0, 1), got {p!r}")
     if config.input_type != "raw":
         raise ConfigError(f"input_type: expected 'raw' for a fused model (modalities are projected first), "
                           f"got {config.input_type!r}")
@@ -56,14 +63,17 @@ def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
 
 
 def fused_config(base: PerceiverConfig | Mapping[str, Any], modalities: Mapping[str, Mapping[str, Any]],
-                 dim: int | None = None) -> PerceiverConfig:
+                 dim: int | None = None, modality_dropout: float = 0.0) -> PerceiverConfig:
     """Return the config of a `ModalityFusion` over ``modalities`` (modality -> input description):
-    ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw."""
+    ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw, and
+    ``modality_dropout`` (the probability that training hides one modality of a sample)."""
     values = base.to_dict() if isinstance(base, PerceiverConfig) else dict(base)
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+        raise ConfigError(f"fusion.dim: expected a positive integer, got {dim!r}")
     width = int(dim or values.get("latent_dim", PerceiverConfig().latent_dim))
     spec = {m: {k: e.get(k) for k in _SPEC_KEYS} for m, e in modalities.items()}
     values.update(fusion=spec, input_dim=width, input_len=sum(int(e["input_len"]) for e in spec.values()),
-                  input_type="raw", input_num_tokens=None, input_pos_shape=None)
+                  input_type="raw", input_num_tokens=None, input_pos_shape=None, modality_dropout=modality_dropout)
     if values.get("input_pos_enc") == "fourier":
         values["input_pos_enc"] = "trainable"
     return PerceiverConfig(**values)
@@ -102,7 +112,9 @@ class ModalityFusion(nn.Module):
         self._check(input_array, attention_mask)
         masks = dict(attention_mask or {})
         parts, mask_parts = [], []
-        any_mask = any(masks.get(m) is not None for m in self.modalities)
+        first = input_array[self.modalities[0]]
+        keep = self._modality_keep(first.shape[0], first.device)
+        any_mask = keep is not None or any(masks.get(m) is not None for m in self.modalities)
         for k, modality in enumerate(self.modalities):
             x = input_array[modality]
             projection = self.projections[modality]
@@ -111,10 +123,22 @@ class ModalityFusion(nn.Module):
             parts.append(projection(x) + self.modality_embedding[k])
             if any_mask:
                 mask = masks.get(modality)
-                mask_parts.append(mask.bool() if mask is not None
-                                  else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+                mask = mask.bool() if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                mask_parts.append(mask if keep is None else mask & keep[:, k:k + 1])
         fused = torch.cat(parts, dim=1)
         return fused, (torch.cat(mask_parts, dim=1) if any_mask else None)
+
+    def _modality_keep(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """In training with ``modality_dropout``: a ``[batch, K]`` bool of the modalities each sample
+        keeps (at most one hidden per sample, never all); otherwise ``None``."""
+        p = float(self.config.get("modality_dropout", 0.0) or 0.0)
+        k = len(self.modalities)
+        if not self.training or p <= 0.0 or k < 2:
+            return None
+        drop = torch.rand(batch, device=device) < p
+        which = torch.randint(0, k, (batch,), device=device)
+        hidden = torch.nn.functional.one_hot(which, k).bool() & drop[:, None]
+        return ~hidden
 
     def _check(self, input_array: Any, attention_mask: Any) -> None:
         if torch.compiler.is_compiling():
@@ -170,4 +194,4 @@ def load_any_model(directory: str | Path, map_location: str | torch.device = "cp
     return load_model(directory, map_location=map_location, model_cls=cls)
 
 
-__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model"]
+__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model", "FUSION_KEYS"]

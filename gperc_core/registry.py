@@ -140,6 +140,11 @@ def validate_card(data: Mapping[str, Any], source: str, schema: Mapping[str, Map
             raise TaskError(f"{source}: options.{modality}: expected options of one of the task's modalities "
                             f"{data['modalities']}, got {modality!r}")
     _check_model_keys(source, data.get("model", {}))
+    from .fusion import FUSION_KEYS
+
+    for key in data.get("fusion", {}):
+        if key not in FUSION_KEYS:
+            raise TaskError(f"{source}: fusion.{key}: unknown fusion setting (expected one of {list(FUSION_KEYS)})")
     from .trainer import TrainingConfig
 
     TrainingConfig.from_mapping(data.get("training", {}), where=f"{source}: training")

@@ -34,10 +34,10 @@ from .config import PerceiverConfig
 from .errors import ConfigError, InputError, PluginError, TaskError
 from .registry import TaskCard, install_hint, load_index, load_registry, validate_card
 from .specs import InputArray
+from .fusion import FUSION_KEYS as _FUSION_KEYS
 from .trainer import TrainingConfig
 
 _SECTIONS = ("model", "training", "options", "fusion")
-_FUSION_KEYS = ("dim",)
 
 
 # --------------------------------------------------------------------- overrides
@@ -109,7 +109,7 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
              + [f"options.{m}.<name>" for m in card.modalities])
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else \
-        " (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, options.<modality>.<name> or fusion.dim)"
+        " (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, options.<modality>.<name> or fusion.<dim|modality_dropout>)"
     raise TaskError(f"override {key!r}: unknown key for task {card.name!r}{hint}")
 
 
@@ -420,9 +420,9 @@ class Task:
         inferred["n_classes"] = self._num_classes(targets)
         if self.fused:
             values = {**inferred, **explicit}
-            dim = self.overrides["fusion"].get("dim", self.card.fusion.get("dim"))
+            fusion = {**self.card.fusion, **self.overrides["fusion"]}
             values.setdefault("output_dim", values.get("latent_dim", PerceiverConfig().latent_dim))
-            config = _build_config(lambda v: _fused(v, per_modality, dim), values)
+            config = _build_config(lambda v: _fused(v, per_modality, fusion), values)
         else:
             values = {**per_modality[self.modalities[0]], **inferred, **explicit}
             values.setdefault("output_dim", values.get("latent_dim", PerceiverConfig().latent_dim))
@@ -550,10 +550,11 @@ def _build_config(make: Any, values: dict[str, Any]) -> PerceiverConfig:
         raise ConfigError(f"model: {exc}") from exc
 
 
-def _fused(values: dict[str, Any], per_modality: dict[str, dict[str, Any]], dim: int | None) -> PerceiverConfig:
+def _fused(values: dict[str, Any], per_modality: dict[str, dict[str, Any]], fusion: dict[str, Any]
+           ) -> PerceiverConfig:
     from .fusion import fused_config
 
-    return fused_config(values, per_modality, dim)
+    return fused_config(values, per_modality, fusion.get("dim"), fusion.get("modality_dropout", 0.0))
 
 
 def merge_overrides(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -155,6 +155,21 @@ def test_fusion_modality_embedding_and_errors():
         ModalityFusion(config.replace(fusion={}))
 
 
+def test_modality_dropout_hides_one_modality_in_training_only():
+    config = fused_config({"latent_dim": 8, "latent_len": 2, "num_heads": 2, "output_dim": 8, "n_classes": 2},
+                          {"a": {"input_len": 3, "input_dim": 4, "input_type": "raw"},
+                           "b": {"input_len": 2, "input_dim": 4, "input_type": "raw"}}, modality_dropout=0.9)
+    model = ModalityFusion(config)
+    x = {"a": torch.randn(64, 3, 4), "b": torch.randn(64, 2, 4)}
+    _, mask = model.train().fuse(x)
+    hidden_a, hidden_b = ~mask[:, :3].any(1), ~mask[:, 3:].any(1)
+    assert hidden_a.any() and hidden_b.any() and not (hidden_a & hidden_b).any()
+    assert (mask[:, :3].all(1) | hidden_a).all()  # a modality is hidden whole or not at all
+    assert model.eval().fuse(x)[1] is None
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        ModalityFusion(config.replace(modality_dropout=1.5))
+
+
 def test_fused_model_saves_and_loads(pm, tmp_path):
     task = create_task("multi/blob-seq", pm=pm)
     model = task.build_model().eval()
