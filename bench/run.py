@@ -37,13 +37,13 @@ from core.shapes import SHAPES  # noqa: E402
 from core.worker import IMPLS, PRECISIONS, PROTOTYPES  # noqa: E402
 
 # warm-up steps, timed steps, time limit (s) per measurement
-SCHEDULE = {"cifar": (2, 5, 400), "long": (1, 3, 600), "huge": (1, 2, 900), "tiny": (1, 2, 120)}
+SCHEDULE = {"cifar": (1, 3, 400), "long": (1, 2, 600), "huge": (0, 1, 700), "tiny": (1, 2, 120)}
 METHOD = """\
 - One process per implementation x shape x precision, run one after another with
   `torch.set_num_threads(2)` and `OMP_NUM_THREADS=2`. A step clears the gradients, runs the
   forward (under `torch.autocast("cpu", dtype=torch.bfloat16)` for bf16), `cross_entropy` in fp32
   on the `[B, 10]` logits, and `backward`; no optimizer step. Warm-up steps are not timed; the
-  table reports the median of the timed steps (cifar 2 warm-up + 5 timed, long 1 + 3, huge 1 + 2).
+  table reports the median of the timed steps (cifar 1 warm-up + 3 timed, long 1 + 2, huge 0 + 1: one huge step is 20-400 s).
 - samples/s = B / median step time. GFLOP/s = the analytic FLOP count of the standard Perceiver
   IO of the shape (bench/core/flops.py: matmuls only, K/V projected to width D, training = 3x
   forward), the same count for every implementation, divided by the median step time; "% of
@@ -113,9 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=0, help="timed steps (0: per-shape default)")
     p.add_argument("--warmup", type=int, default=-1, help="warm-up steps (-1: per-shape default)")
     p.add_argument("--timeout", type=float, default=0, help="seconds per measurement (0: per-shape default)")
-    p.add_argument("--mem-limit-gb", type=float, default=24.0, help="RLIMIT_AS of each child (virtual memory)")
-    p.add_argument("--rss-limit-gb", type=float, default=21.0, help="kill a child whose resident set passes this")
+    p.add_argument("--mem-limit-gb", type=float, default=20.0, help="RLIMIT_AS of each child (virtual memory)")
+    p.add_argument("--rss-limit-gb", type=float, default=18.0, help="kill a child whose resident set passes this")
     p.add_argument("--peers-venv", type=Path, default=ROOT / ".peers-venv")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: re-render the table and goals from the stored results")
     p.add_argument("--no-peak", action="store_true", help="keep the stored matmul peak instead of measuring")
     p.add_argument("--profile-dir", type=Path, default=None,
                    help="also write a torch.profiler table of one step per run into this folder")
@@ -166,9 +168,33 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
                                                  impls.index(r["impl"]) if r["impl"] in impls else 99))
 
 
+def write_outputs(args: argparse.Namespace, core: dict, quiet: bool = False) -> None:
+    """Derive ratios and goals, then write results.json ("core"), the table and the README section."""
+    add_derived(core["runs"], core.get("matmul_peak") or {})
+    core["goals"] = check_goals(core["runs"])
+    core["method"] = METHOD
+    core["notes"] = args.notes.read_text().strip() if args.notes.exists() else ""
+    update_results(args.results, "core", core)
+    args.table.write_text(markdown(core))
+    args.docs.parent.mkdir(parents=True, exist_ok=True)
+    args.docs.write_text(markdown(core, level=2))
+    if quiet:
+        return
+    for g in core["goals"]:
+        print(f"goal: {g['goal']}: {g['measured']} -> {g['met']}")
+    print(f"wrote {args.results} (key 'core'), {args.table} and {args.docs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the runner's clean-up (kill the child)
+    if args.report_only:
+        core = read_core(args.results)
+        if not core.get("runs"):
+            print(f"no core results in {args.results}: run without --report-only first", file=sys.stderr)
+            return 2
+        write_outputs(args, core)
+        return 0
     peers_error = None
     if any(not i.startswith("gperc") for i in args.impls):
         peers_error = ensure_peers(args.peers_venv)
@@ -182,32 +208,23 @@ def main(argv: list[str] | None = None) -> int:
                        "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     if not args.no_peak or "matmul_peak" not in core:
         core["matmul_peak"] = measure_peak(args)
-    records = []
     for shape in args.shapes:
         for precision in args.precisions:
             for impl in args.impls:
                 t0 = time.monotonic()
                 r = measure_one(args, impl, shape, precision, peers_error)
-                records.append(r)
                 what = (f"{r['samples_per_s']:.2f} samples/s, {r['median_s']:.3f} s/step, "
                         f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GiB" if r.get("status") == "ok"
                         else f"FAILED: {r.get('reason')}")
                 print(f"{shape:6s} {precision} {impl:10s} {what}  [{time.monotonic() - t0:.0f} s]", flush=True)
-    core["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    core["runs"] = merge(core.get("runs", []), records)
-    core["notes"] = args.notes.read_text().strip() if args.notes.exists() else ""
-    add_derived(core["runs"], core["matmul_peak"])
-    core["goals"] = check_goals(core["runs"])
-    core["generated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    core["command"] = "make bench" if argv is None and sys.argv[1:] == [] else "bench/run.py " + " ".join(sys.argv[1:])
-    core["method"] = METHOD
-    update_results(args.results, "core", core)
-    args.table.write_text(markdown(core))
-    args.docs.parent.mkdir(parents=True, exist_ok=True)
-    args.docs.write_text(markdown(core, level=2))
-    for g in core["goals"]:
-        print(f"goal: {g['goal']}: {g['measured']} -> {g['met']}")
-    print(f"wrote {args.results} (key 'core'), {args.table} and {args.docs}")
+                # written after every measurement, so an interrupted run keeps what it measured
+                core["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+                core["runs"] = merge(core.get("runs", []), [r])
+                core["generated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                core["command"] = ("make bench" if argv is None and sys.argv[1:] == []
+                                   else "bench/run.py " + " ".join(sys.argv[1:]))
+                write_outputs(args, core, quiet=True)
+    write_outputs(args, core)
     return 0
 
 

@@ -42,10 +42,23 @@ def add_derived(records: list[dict], peaks: dict) -> None:
         r["ratio_to_best_peer"] = round(r["samples_per_s"] / max(rates), 3) if _ok(r) and rates else None
 
 
+def median_cpu(r: dict) -> float | None:
+    """Return the median process CPU seconds per step of a record (None when not recorded)."""
+    cpu = sorted(r.get("step_cpu_s") or [])
+    return cpu[len(cpu) // 2] if cpu else None
+
+
 def _ratio(a: dict | None, b: dict | None, key: str) -> float | None:
     if not (_ok(a) and _ok(b)):
         return None
     return round(a[key] / b[key], 3)
+
+
+def _cpu_speedup(a: dict | None, b: dict | None) -> str:
+    """Return ", <b's CPU s / a's CPU s>x by CPU time" when both records have CPU times, else ""."""
+    if not (_ok(a) and _ok(b)) or not median_cpu(a) or not median_cpu(b):
+        return ""
+    return f" ({median_cpu(b) / median_cpu(a):.2f}x by CPU time)"
 
 
 def check_goals(records: list[dict]) -> list[dict]:
@@ -55,7 +68,8 @@ def check_goals(records: list[dict]) -> list[dict]:
         g, k = find(records, "gperc", "cifar", precision), find(records, "krasserm", "cifar", precision)
         ratio = _ratio(g, k, "samples_per_s")
         goals.append({"goal": f"cifar {precision}: gperc samples/s >= {target}x krasserm",
-                      "measured": f"{ratio}x" if ratio is not None else "n/a (a run failed or is missing)",
+                      "measured": f"{ratio}x{_cpu_speedup(g, k)}" if ratio is not None
+                      else "n/a (a run failed or is missing)",
                       "met": None if ratio is None else ratio >= target})
     for precision in ("fp32", "bf16"):
         g, k = find(records, "gperc", "long", precision), find(records, "krasserm", "long", precision)
@@ -67,7 +81,7 @@ def check_goals(records: list[dict]) -> list[dict]:
             continue
         met = None if speed is None else (speed >= 2.0 and memory <= 0.5)
         goals.append({"goal": f"long {precision}: >= 2x krasserm's samples/s at <= 0.5x its peak RSS",
-                      "measured": (f"{speed}x samples/s, {memory}x peak RSS" if speed is not None
+                      "measured": (f"{speed}x samples/s{_cpu_speedup(g, k)}, {memory}x peak RSS" if speed is not None
                                    else "n/a (a run failed or is missing)"), "met": met})
     huge = [find(records, i, "huge", p) for i in ("gperc",) + PEERS for p in ("fp32", "bf16")]
     gperc_ok = [r for r in huge[:2] if _ok(r)]
@@ -105,23 +119,26 @@ def markdown(core: dict, level: int = 1) -> str:
              f"{core.get('machine', {}).get('load_average_end', '?')} (the machine has "
              f"{core.get('machine', {}).get('cores', '?')} cores; a load above that means other processes "
              f"shared them).", "",
-             f"Matmul peak (best square `torch.mm`): fp32 {_fmt((peaks.get('fp32') or {}).get('gflops'), '{:.1f}')} "
-             f"GFLOP/s, bf16 {_fmt((peaks.get('bf16') or {}).get('gflops'), '{:.1f}')} GFLOP/s.", "",
-             "| shape | precision | implementation | samples/s | step s (median) | GFLOP/s | % of matmul peak "
-             "| peak RSS GiB | RSS over base GiB | vs best peer |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Matmul peak (best square `torch.mm`, wall time): fp32 "
+             f"{_fmt((peaks.get('fp32') or {}).get('gflops'), '{:.1f}')} GFLOP/s, bf16 "
+             f"{_fmt((peaks.get('bf16') or {}).get('gflops'), '{:.1f}')} GFLOP/s; by CPU time (what the threads do "
+             f"while they run): fp32 {_fmt((peaks.get('fp32') or {}).get('gflops_cpu_time'), '{:.1f}')}, bf16 "
+             f"{_fmt((peaks.get('bf16') or {}).get('gflops_cpu_time'), '{:.1f}')} GFLOP/s.", "",
+             "| shape | precision | implementation | samples/s | step s (median) | CPU s/step | GFLOP/s "
+             "| % of matmul peak | peak RSS GiB | RSS over base GiB | vs best peer |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in core.get("runs", []):
         name = NAMES.get(r.get("impl"), r.get("impl"))
         if _ok(r):
             share = r.get("peak_share")
             lines.append(
                 f"| {r['shape']} | {r['precision']} | {name} | {r['samples_per_s']:.2f} | {r['median_s']:.3f} "
-                f"| {_fmt(r.get('gflops'), '{:.1f}')} | {_fmt(share * 100 if share else None, '{:.0f}%')} "
+                f"| {_fmt(median_cpu(r), '{:.2f}')} | {_fmt(r.get('gflops'), '{:.1f}')} | {_fmt(share * 100 if share else None, '{:.0f}%')} "
                 f"| {r['peak_rss_mb'] / 1024:.2f} | {(r['peak_rss_mb'] - r.get('base_rss_mb', 0)) / 1024:.2f} "
                 f"| {_fmt(r.get('ratio_to_best_peer'), '{:.2f}x')} |")
         else:
             reason = str(r.get("reason", "failed")).replace("|", "/")[:120]
-            lines.append(f"| {r.get('shape')} | {r.get('precision')} | {name} | failed: {reason} | | | | "
+            lines.append(f"| {r.get('shape')} | {r.get('precision')} | {name} | failed: {reason} | | | | | "
                          f"{_fmt(r.get('peak_rss_mb', 0) / 1024, '{:.2f}')} | | |")
     lines += ["", f"{sub} Goals (issue 2)", "", "| goal | measured | met |", "|---|---|---|"]
     for g in core.get("goals", []):
