@@ -45,6 +45,22 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
+@torch.compiler.assume_constant_result
+def _cpu_threads() -> int:
+    """The intra-op thread count (a constant of the compiled graph)."""
+    return torch.get_num_threads()
+
+
+def _row_groups(batch: int, rows: int, device: torch.device) -> int:
+    """Number of groups to split ``rows`` query rows into so that ``batch * groups`` covers the CPU threads."""
+    if device.type != "cpu":
+        return 1
+    groups = -(-_cpu_threads() // batch)
+    while groups > 1 and rows % groups:
+        groups -= 1
+    return groups
+
+
 def key_padding_to_sdpa(mask: torch.Tensor | None) -> torch.Tensor | None:
     """Turn a ``[batch, m]`` key mask (bool or 0/1) into SDPA's boolean ``[batch, 1, 1, m]`` form."""
     if mask is None:
@@ -108,6 +124,12 @@ class MultiHeadAttention(nn.Module):
             w_k = self.key.weight.view(h, hd, c)
             q_in = torch.einsum("bhnd,hdc->bhnc", query, w_k.to(query.dtype)).reshape(b, 1, h * n, c)
             kv_in = kv.unsqueeze(1).to(q_in.dtype)  # [b, 1, m, c], shared by every head
+            groups = _row_groups(b, h * n, kv.device)
+            if groups > 1:
+                # CPU attention kernels parallelise over batch x heads: split the query rows into
+                # groups over a stride-0 view of the keys so every thread has work (same attention).
+                q_in = q_in.reshape(b, groups, h * n // groups, c)
+                kv_in = kv_in.expand(b, groups, m, c)
             mixed = attend(q_in, kv_in, kv_in, mask, p, scale=1.0 / math.sqrt(hd))
             mixed = mixed.view(b, h, n, c)
             w_v = self.value.weight.view(h, hd, c)

@@ -210,3 +210,22 @@ def test_half_precision_cpu_path_matches_fused_kernel():
     explicit = attend(q, k, v, mask)  # small scores in bf16 on CPU: written-out matmuls
     fused = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
     torch.testing.assert_close(explicit.float(), fused, atol=3e-2, rtol=3e-2)
+
+
+def test_input_space_row_groups_equal_reference():
+    """With fewer batch rows than threads the input-space path splits query rows into groups."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        att = MultiHeadAttention(q_dim=16, kv_dim=3, num_heads=4).double()
+        att._use_input_space = lambda n, m: True
+        q, kv, mask = _inputs(b=1, n=6, m=30, q_dim=16, kv_dim=3)
+        kv.requires_grad_(True)
+        out, _ = att(q, kv, mask)
+        ref, _ = einsum_reference(att, q, kv, mask)
+        torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-8)
+        (g1,) = torch.autograd.grad(out.sum(), kv)
+        (g2,) = torch.autograd.grad(ref.sum(), kv)
+        torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-8)
+    finally:
+        torch.set_num_threads(threads)
