@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS + PROTOTYPES)
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every implementation this many times, interleaved, and pool the step times "
+                        "(spreads the drift of other processes' load evenly over the implementations)")
     p.add_argument("--steps", type=int, default=0, help="timed steps (0: per-shape default)")
     p.add_argument("--warmup", type=int, default=-1, help="warm-up steps (-1: per-shape default)")
     p.add_argument("--timeout", type=float, default=0, help="seconds per measurement (0: per-shape default)")
@@ -156,6 +159,23 @@ def measure_one(args: argparse.Namespace, impl: str, shape: str, precision: str,
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     record = run_child(cmd, timeout_s=timeout, rss_limit_mb=args.rss_limit_gb * 1024, env=env, cwd=str(ROOT))
     return {**base, **record}
+
+
+def pool(first: dict, later: dict) -> dict:
+    """Pool two measurements of the same run: all step times, their median, the larger peak RSS."""
+    if first.get("status") != "ok":
+        return later
+    if later.get("status") != "ok":
+        return first
+    import statistics
+
+    times = first["step_times_s"] + later["step_times_s"]
+    median = statistics.median(times)
+    b = first["samples_per_s"] * first["median_s"]
+    return {**first, "step_times_s": times, "step_cpu_s": first.get("step_cpu_s", []) + later.get("step_cpu_s", []),
+            "median_s": round(median, 4), "min_s": round(min(times), 4), "samples_per_s": round(b / median, 3),
+            "peak_rss_mb": max(first["peak_rss_mb"], later["peak_rss_mb"]),
+            "rounds": first.get("rounds", 1) + 1, "wall_s": round(first.get("wall_s", 0) + later.get("wall_s", 0), 1)}
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -210,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         core["matmul_peak"] = measure_peak(args)
     for shape in args.shapes:
         for precision in args.precisions:
-            for impl in args.impls:
+            pooled: dict[str, dict] = {}
+            for _, impl in ((k, i) for k in range(args.rounds) for i in args.impls):
                 t0 = time.monotonic()
                 r = measure_one(args, impl, shape, precision, peers_error)
+                r = pooled[impl] = pool(pooled[impl], r) if impl in pooled else r
                 what = (f"{r['samples_per_s']:.2f} samples/s, {r['median_s']:.3f} s/step, "
                         f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GiB" if r.get("status") == "ok"
                         else f"FAILED: {r.get('reason')}")

@@ -132,3 +132,12 @@ def test_merge_replaces_records_of_the_same_run():
     assert [(r["impl"], r["shape"], r["precision"]) for r in merged] == [
         ("krasserm", "cifar", "fp32"), ("gperc", "cifar", "bf16"), ("gperc", "long", "fp32")]
     assert merged[2]["samples_per_s"] == 2.0
+
+
+def test_pool_combines_rounds_of_one_run():
+    a = {**_rec("gperc", "cifar", "fp32", 8.0, rss=900), "step_times_s": [4.0, 4.0], "step_cpu_s": [3.0, 3.0]}
+    b = {**_rec("gperc", "cifar", "fp32", 4.0, rss=1000), "step_times_s": [8.0, 8.0, 8.0], "step_cpu_s": [5.0]}
+    p = bench_run.pool(a, b)
+    assert p["step_times_s"] == [4.0, 4.0, 8.0, 8.0, 8.0] and p["median_s"] == 8.0
+    assert p["samples_per_s"] == 4.0 and p["peak_rss_mb"] == 1000 and p["rounds"] == 2
+    assert bench_run.pool(a, _rec("gperc", "cifar", "fp32")) is a  # a failed round keeps the good one
