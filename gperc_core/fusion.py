@@ -4,9 +4,10 @@ Each modality's array is brought to one channel width ``d`` by its own learned p
 linear layer for raw ``[b, m_i, c_i]`` arrays, an embedding for token ids ``[b, m_i]``), a learned
 modality embedding ``[d]`` is added to every element of that modality, and the arrays are
 concatenated along the input axis (``m = sum m_i``) with their masks (an absent mask counts as
-all-real). In training, ``modality_dropout`` hides one randomly chosen modality of a sample (masks
-it out) with that probability, so that no modality can carry the task alone while the others go
-unlearned (without it, av-digits learned the easy training voices and ignored the images). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
+all-real). In training, ``modality_dropout`` hides each modality of a sample (masks it out) with
+its probability (one number, or a table modality -> probability), never all of a sample's
+modalities, so that no modality can carry the task alone while the others go unlearned (without
+it, av-digits learned the easy training voices and ignored the images). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
 position encoding covers the concatenated axis, so each modality keeps its own positions.
 
 `ModalityFusion` is that model: it owns the projections, the modality embeddings and a
@@ -53,9 +54,14 @@ def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
     if config.input_len != total:
         raise ConfigError(f"input_len: expected the sum of the fused modalities' input_len ({total}), "
                           f"got {config.input_len}")
-    p = config.get("modality_dropout", 0.0)
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-        raise ConfigError(f"modality_dropout: expected a number in [0, 1), got {p!r}")
+    dropout = config.get("modality_dropout", 0.0)
+    values = dropout.items() if isinstance(dropout, Mapping) else [("", dropout)]
+    for modality, p in values:
+        if modality and modality not in spec:
+            raise ConfigError(f"modality_dropout.{modality}: expected one of the fused modalities {list(spec)}")
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"modality_dropout: expected a number in [0, 1) or a table modality -> number, "
+                              f"got {dropout!r}")
     if config.input_type != "raw":
         raise ConfigError(f"input_type: expected 'raw' for a fused model (modalities are projected first), "
                           f"got {config.input_type!r}")
@@ -63,17 +69,19 @@ def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
 
 
 def fused_config(base: PerceiverConfig | Mapping[str, Any], modalities: Mapping[str, Mapping[str, Any]],
-                 dim: int | None = None, modality_dropout: float = 0.0) -> PerceiverConfig:
+                 dim: int | None = None, modality_dropout: float | Mapping[str, float] = 0.0) -> PerceiverConfig:
     """Return the config of a `ModalityFusion` over ``modalities`` (modality -> input description):
     ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw, and
-    ``modality_dropout`` (the probability that training hides one modality of a sample)."""
+    ``modality_dropout`` (the probability that training hides a modality of a sample: one number for
+    every modality, or a table modality -> probability)."""
     values = base.to_dict() if isinstance(base, PerceiverConfig) else dict(base)
     if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
         raise ConfigError(f"fusion.dim: expected a positive integer, got {dim!r}")
     width = int(dim or values.get("latent_dim", PerceiverConfig().latent_dim))
     spec = {m: {k: e.get(k) for k in _SPEC_KEYS} for m, e in modalities.items()}
     values.update(fusion=spec, input_dim=width, input_len=sum(int(e["input_len"]) for e in spec.values()),
-                  input_type="raw", input_num_tokens=None, input_pos_shape=None, modality_dropout=modality_dropout)
+                  input_type="raw", input_num_tokens=None, input_pos_shape=None,
+                  modality_dropout=dict(modality_dropout) if isinstance(modality_dropout, Mapping) else modality_dropout)
     if values.get("input_pos_enc") == "fourier":
         values["input_pos_enc"] = "trainable"
     return PerceiverConfig(**values)
@@ -130,14 +138,17 @@ class ModalityFusion(nn.Module):
 
     def _modality_keep(self, batch: int, device: torch.device) -> torch.Tensor | None:
         """In training with ``modality_dropout``: a ``[batch, K]`` bool of the modalities each sample
-        keeps (at most one hidden per sample, never all); otherwise ``None``."""
-        p = float(self.config.get("modality_dropout", 0.0) or 0.0)
+        keeps (each hidden with its probability; where all would be, one random modality is kept);
+        otherwise ``None``."""
+        dropout = self.config.get("modality_dropout", 0.0) or 0.0
+        probs = [float(dropout.get(m, 0.0)) if isinstance(dropout, Mapping) else float(dropout)
+                 for m in self.modalities]
         k = len(self.modalities)
-        if not self.training or p <= 0.0 or k < 2:
+        if not self.training or max(probs) <= 0.0 or k < 2:
             return None
-        drop = torch.rand(batch, device=device) < p
-        which = torch.randint(0, k, (batch,), device=device)
-        hidden = torch.nn.functional.one_hot(which, k).bool() & drop[:, None]
+        hidden = torch.rand(batch, k, device=device) < torch.tensor(probs, device=device)
+        rescue = torch.nn.functional.one_hot(torch.randint(0, k, (batch,), device=device), k).bool()
+        hidden &= ~(rescue & hidden.all(dim=1, keepdim=True))
         return ~hidden
 
     def _check(self, input_array: Any, attention_mask: Any) -> None:

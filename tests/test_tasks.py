@@ -168,6 +168,11 @@ def test_modality_dropout_hides_one_modality_in_training_only():
     assert model.eval().fuse(x)[1] is None
     with pytest.raises(ConfigError, match="modality_dropout"):
         ModalityFusion(config.replace(modality_dropout=1.5))
+    only_b = ModalityFusion(config.replace(modality_dropout={"b": 0.9})).train()
+    _, mask = only_b.fuse(x)
+    assert mask[:, :3].all() and (~mask[:, 3:].any(1)).any()
+    with pytest.raises(ConfigError, match="modality_dropout.c"):
+        ModalityFusion(config.replace(modality_dropout={"c": 0.5}))
 
 
 def test_fused_model_saves_and_loads(pm, tmp_path):
