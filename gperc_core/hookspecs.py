@@ -9,7 +9,7 @@ every plugin. Per-modality hooks are ``firstresult``: the core passes the modali
 implementation returns ``None`` for a modality that is not its own, so the first plugin that owns
 the modality answers.
 
-``options`` is always a plain dict: the per-modality options of the task card (``[modalities.<name>]``
+``options`` is always a plain dict: the per-modality options of the task card (``[options.<name>]``
 table) with the task's overrides applied; after the tokenizer hook has run, the core adds the
 tokenizer under ``options["tokenizer"]``.
 """
