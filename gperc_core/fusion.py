@@ -7,8 +7,9 @@ concatenated along the input axis (``m = sum m_i``) with their masks (an absent 
 all-real). In training, ``modality_dropout`` hides each modality of a sample (masks it out) with
 its probability (one number, or a table modality -> probability), never all of a sample's
 modalities, so that no modality can carry the task alone while the others go unlearned (without
-it, av-digits learned the easy training voices and ignored the images). The Perceiver then reads the fused ``[b, m, d]`` array like any other; its trainable
-position encoding covers the concatenated axis, so each modality keeps its own positions.
+it, av-digits learned the easy training voices and ignored the images). The Perceiver then reads
+the fused ``[b, m, d]`` array like any other; its trainable position encoding covers the
+concatenated axis, so each modality keeps its own positions.
 
 `ModalityFusion` is that model: it owns the projections, the modality embeddings and a
 `Perceiver`. Its `PerceiverConfig` carries the extra field ``fusion`` (modality -> ``input_len``,

@@ -109,7 +109,8 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
              + [f"options.{m}.<name>" for m in card.modalities])
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else \
-        " (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, options.<modality>.<name> or fusion.<dim|modality_dropout>)"
+        (" (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, "
+         "options.<modality>.<name> or fusion.<dim|modality_dropout>)")
     raise TaskError(f"override {key!r}: unknown key for task {card.name!r}{hint}")
 
 

@@ -35,8 +35,8 @@ class TrainingConfig:
     ``warmup_fraction`` of the total steps warms the learning rate up linearly, then it decays with a
     cosine to ``lr * min_lr_ratio``; the total is ``epochs`` x steps per epoch (``max_steps`` only
     stops early, so a stopped run resumes on the same schedule). ``bf16=None`` turns bf16 autocast on
-    where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16. ``max_train_samples`` / ``max_eval_samples`` cut the splits to a
-    fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
+    where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
+    ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
     every epoch and the end). ``log_every`` is the step interval of training-loss lines.
     """
 
