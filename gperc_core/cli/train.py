@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--device", default=None, help="'auto' (default), 'cpu' or 'cuda'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from gperc_core.distributed_train import add_arguments as add_distributed_arguments
+
+    add_distributed_arguments(parser)  # --pipeline-stages, --microbatches, --schedule, --dist-timeout, ...
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def prepare(args: argparse.Namespace):
         if "training.max_steps" not in overrides:
             merged.pop("training.max_steps", None)
         task = create_task(record["task"], pm=pm, card=card, **merged)
-        trainer = Trainer(task, run_dir)
+        trainer = (getattr(args, "trainer_factory", None) or Trainer)(task, run_dir)
         trainer.load_checkpoint()
         return task, trainer
     if not args.task:
@@ -92,7 +95,7 @@ def prepare(args: argparse.Namespace):
         raise CheckpointError(f"--out {str(out)!r}: expected a new or empty run folder, got one that holds a run; "
                               f"continue it with --resume {out} or choose another --out")
     task = create_task(args.task, pm=pm, **overrides)
-    return task, Trainer(task, out)
+    return task, (getattr(args, "trainer_factory", None) or Trainer)(task, out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
 
     from gperc_core.runs import PLOT_FILE, latest_checkpoint
 
+    from gperc_core.distributed_train import wants_distributed
+
+    if wants_distributed(args) and not getattr(args, "trainer_factory", None):
+        from gperc_core.distributed_train import run as run_distributed
+
+        return run_distributed(args)  # sets args.trainer_factory and comes back here on every rank
     t0 = time.perf_counter()
     task, trainer = prepare(args)
     setup_s = time.perf_counter() - t0
