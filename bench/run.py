@@ -47,7 +47,11 @@ METHOD = """\
 - samples/s = B / median step time. GFLOP/s = the analytic FLOP count of the standard Perceiver
   IO of the shape (bench/core/flops.py: matmuls only, K/V projected to width D, training = 3x
   forward), the same count for every implementation, divided by the median step time; "% of
-  matmul peak" divides it by the best square-matmul rate of the same dtype.
+  matmul peak" divides it by the best square-matmul rate of the same dtype (the better of its
+  wall-time and CPU-time rates, as load from other processes depresses the first). gperc's
+  input-space cross-attention does fewer FLOPs than this count for narrow inputs, so on "long"
+  and "huge" its GFLOP/s is an effective rate. "CPU s/step" is the process CPU time of a step
+  (both threads): the view of the work that other processes' load changes least.
 - Peak RSS = the child's resident-set high-water mark (`getrusage(RUSAGE_SELF).ru_maxrss`), which
   includes Python, torch and the imported libraries; "RSS over base" subtracts the resident set
   measured after imports and before the model is built. Memory guard: RLIMIT_AS in the child
