@@ -37,9 +37,11 @@ demo: $(STAMP) data
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/update_readme.py
 
 bench-tasks: $(STAMP) data
 	$(PY) bench/tasks.py
+	$(PY) bench/update_readme.py
 
 clean:
 	rm -rf $(VENV) .peers-venv runs .pytest_cache
