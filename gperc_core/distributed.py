@@ -125,9 +125,15 @@ def init_distributed(*, backend: str | None = None, timeout_s: float = DEFAULT_T
         raise ConfigError(f"rank: expected an integer in [0, {world_size}), got {rank!r}")
     if local_rank is None:
         local_rank = rank
-    if device is None:
-        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count())) \
-            if torch.cuda.is_available() else torch.device("cpu")
+    if device is None and torch.cuda.is_available():
+        local_world = _env_int("LOCAL_WORLD_SIZE") or 1
+        if local_world > torch.cuda.device_count():
+            raise ConfigError(f"device: {local_world} ranks on this node but {torch.cuda.device_count()} GPU(s); "
+                              "NCCL needs one GPU per rank (launch fewer processes, or pass device='cpu' / "
+                              "--device cpu for gloo)")
+        device = torch.device("cuda", local_rank)
+    elif device is None:
+        device = torch.device("cpu")
     device = torch.device(device)
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -315,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     from .cli import train as train_cli
 
     pp = int(args.pipeline_stages or 1)
-    ctx = init_distributed(timeout_s=args.dist_timeout)
+    device = args.device if getattr(args, "device", None) not in (None, "auto") else None
+    ctx = init_distributed(timeout_s=args.dist_timeout, device=device)  # --device cpu: gloo even with GPUs
     with failure_guard(ctx):
         layout = build_layout(pp, ctx)
         if not args.out and not args.resume:  # one run folder for every rank

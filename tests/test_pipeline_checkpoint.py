@@ -126,8 +126,8 @@ def test_torchrun_pipeline_run_resumes_in_a_single_process(tmp_path):
 
     out = tmp_path / "run"
     small = ["--set", "training.max_train_samples=64", "--set", "training.max_eval_samples=32",
-             "--set", "training.batch_size=16", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+             "--set", "training.batch_size=16", "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                 "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
     cmd = torchrun + ["-m", "gperc_core", "train", "multimodal/av-digits", "--pipeline-stages", "2",
