@@ -66,14 +66,15 @@ METHOD = """\
 
 @contextmanager
 def locked(path: Path):
-    """Hold an exclusive lock on ``path``.lock while reading and rewriting ``path``."""
-    lock = path.with_suffix(path.suffix + ".lock")
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Hold an exclusive lock on the folder of ``path`` while reading and rewriting ``path``
+    (a lock on the folder leaves no lock file behind and survives the file's atomic replace)."""
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def update_results(path: Path, key: str, value: dict) -> None:
