@@ -4,8 +4,9 @@ Run as ``python bench/core/worker.py --impl gperc --shape cifar --precision fp32
 project's .venv for gperc, .peers-venv for the peers). The last stdout line is one JSON object:
 ``status`` ("ok" or "failed"), per-step times, the median, samples/s, peak RSS, and on failure
 the reason. ``step_cpu_s`` is the process CPU time of each step (all threads): with other
-processes on the machine, wall time grows while CPU time mostly does not. A step is: gradients cleared, forward (under ``torch.autocast("cpu", bfloat16)`` for
-bf16), ``cross_entropy`` in fp32, ``backward``. No optimizer step.
+processes on the machine, wall time grows while CPU time mostly does not. A step is: gradients
+cleared, forward (under ``torch.autocast("cpu", bfloat16)`` for bf16), ``cross_entropy`` in
+fp32, ``backward``. No optimizer step.
 
 Memory: ``peak_rss_mb`` is the process's resident-set high-water mark (``getrusage`` ru_maxrss,
 which includes the interpreter and the imported libraries); ``base_rss_mb`` is the resident set
