@@ -33,7 +33,8 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path, title: str = "")
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)
-    ax_acc.legend()
+    if evals:
+        ax_acc.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
