@@ -8,7 +8,7 @@ PLUGIN_DIRS := $(addprefix gperc_plugins/,$(PLUGINS))
 STAMP := $(VENV)/.gperc-installed
 TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
 DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite wordnet-base
-TASK ?= image/fashion-mnist
+TASK ?= image/digits
 
 .PHONY: install test demo bench bench-tasks data clean
 
