@@ -62,7 +62,7 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
     import torch
     import torch.nn.functional as F
 
-    from gperc_core.models import Perceiver
+    from gperc_core.model.perceiver import Perceiver
 
     shape = SHAPES[shape_name]
     config = shape_config(shape)
@@ -70,7 +70,7 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
     cpu: list[float] = []
     plan = None
     if mode in ("gpipe", "1f1b"):
-        from gperc_core.pipeline import build_pipeline
+        from gperc_core.parallel.pipeline import build_pipeline
 
         handle = build_pipeline(config, schedule=mode, microbatches=microbatches)
         plan = handle.plan.describe()
@@ -85,7 +85,7 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
     else:
         model = Perceiver(config)
         if mode == "ddp":
-            from gperc_core.distributed import wrap_ddp
+            from gperc_core.parallel.distributed import wrap_ddp
 
             half = shape.b // ctx.world_size
             x, y = _batch(shape, slice(ctx.rank * half, (ctx.rank + 1) * half))
@@ -104,7 +104,7 @@ def _worker(ctx, shape_name: str, mode: str, microbatches: int, warmup: int, ste
 
 def measure(shape_name: str, mode: str, warmup: int, steps: int, timeout_s: float) -> dict:
     """Run one measurement in fresh processes; returns its record."""
-    from gperc_core.distributed import RankFailure, spawn_workers
+    from gperc_core.parallel.distributed import RankFailure, spawn_workers
 
     shape = SHAPES[shape_name]
     micro = MICROBATCHES.get(shape_name, 2)
@@ -162,7 +162,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-METHOD = """How: each measurement runs in fresh processes (gperc_core.distributed.spawn_workers: gloo, file
+METHOD = """How: each measurement runs in fresh processes (gperc_core.parallel.distributed.spawn_workers: gloo, file
 rendezvous, forkserver), one measurement at a time. A step zeroes the gradients, runs forward,
 cross-entropy and backward (the pipeline's `PipelineHandle.step`, which also broadcasts the loss);
 no optimizer step. The time of a step is that of the slowest rank; the table reports the median

@@ -43,8 +43,8 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
     """Train one task (in this process) and write its result JSON to ``result_path``."""
     import torch
 
-    from gperc_core.tasks import create_task, parse_assignments
-    from gperc_core.trainer import Trainer
+    from gperc_core.data.tasks import create_task, parse_assignments
+    from gperc_core.train.trainer import Trainer
 
     t0 = time.perf_counter()
     task = create_task(task_name, **{"training.progress": False, **parse_assignments(overrides)})
@@ -72,7 +72,7 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
 
 
 def _evals(out_dir: Path) -> list[dict[str, Any]]:
-    from gperc_core.metrics import read_jsonl
+    from gperc_core.train.metrics import read_jsonl
 
     return [r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("split") == "eval"]
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker, args.out, args.overrides, args.result)
     if not args.table:
-        from gperc_core.tasks import list_tasks
+        from gperc_core.data.tasks import list_tasks
 
         known = list_tasks()
         names = args.tasks or [t for t in DEFAULT_ORDER if t in known] + [t for t in known if t not in DEFAULT_ORDER]

@@ -1,293 +1,34 @@
-"""The Perceiver / Perceiver IO model with gperc's documented API.
+"""gperc's documented model API (the seed API), kept under its original module name.
 
-`Perceiver(config)` maps an input array ``[b, m, c]`` (or token ids ``[b, m]``) to latents
-``[b, n, d]`` by cross-attention (`EncoderBlock`), refines them with self-attention
-(`ProcessorBlock` x ``num_layers``), and reads them out with an output query array ``[b, o, e]``
-by cross-attention (`DecoderBlock`), followed by an optional reduction over the ``o`` queries and
-a projection to ``n_classes``.
+Code written for the original gperc ports by changing imports: the blocks, the Perceiver, the
+position encodings and `get_distributed_model` keep their names, signatures and return values.
+The implementations live in `gperc_core.model` (single process) and `gperc_core.parallel`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from .attention import Block
-from .config import PerceiverConfig
-from .errors import ConfigError, InputError, describe
-from .position import build_position_encoding, fourier_features, sinusoid_encoding
-from .sentinels import resolve_mask, resolve_output_array
-
-__all__ = ["build_position_encoding", "Block", "Embeddings", "EncoderBlock", "ProcessorBlock",
-           "DecoderBlock", "Perceiver", "get_distributed_model", "validate_inputs"]
-
-
-def _check_config(config: Any) -> PerceiverConfig:
-    if not isinstance(config, PerceiverConfig):
-        raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
-    return config.validate()
-
-
-def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: Any = None,
-                    output_array: Any = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Check model inputs against ``config`` before any compute.
-
-    Returns ``(attention_mask, output_array)`` with sentinels turned into ``None``. Raises
-    `InputError` naming the argument, the expected and the actual shape, dtype or value. Value
-    checks (token range, 0/1 masks, empty rows) run eagerly only, so compiled graphs stay whole.
-    """
-    attention_mask = resolve_mask(attention_mask)
-    output_array = resolve_output_array(output_array)
-    if torch.compiler.is_compiling():
-        return attention_mask, output_array
-    if not isinstance(input_array, torch.Tensor):
-        raise InputError(f"input_array: expected a torch.Tensor, got {type(input_array).__name__} {describe(input_array)}")
-    if config.input_type == "tokens":
-        if input_array.dim() != 2 or input_array.dtype.is_floating_point or input_array.dtype == torch.bool:
-            raise InputError(f"input_array: expected integer token ids of shape [batch, m<={config.input_len}] "
-                             f"(input_type='tokens'), got {describe(input_array)}")
-        if input_array.numel() and (int(input_array.min()) < 0 or int(input_array.max()) >= config.input_num_tokens):
-            raise InputError(f"input_array: expected token ids in [0, {config.input_num_tokens}), got values in "
-                             f"[{int(input_array.min())}, {int(input_array.max())}]")
-    else:
-        if input_array.dim() != 3 or input_array.shape[-1] != config.input_dim or not input_array.dtype.is_floating_point:
-            raise InputError(f"input_array: expected a float tensor [batch, m<={config.input_len}, "
-                             f"{config.input_dim}] (input_type='raw'), got {describe(input_array)}")
-    b, m = input_array.shape[0], input_array.shape[1]
-    if not 1 <= m <= config.input_len:
-        raise InputError(f"input_array: expected between 1 and input_len={config.input_len} elements on axis 1, "
-                         f"got {m}")
-    if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (b, m):
-            raise InputError(f"attention_mask: expected shape [{b}, {m}] (or the [{b}] sentinel), "
-                             f"got {describe(attention_mask)}")
-        if attention_mask.dtype != torch.bool:
-            if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-                raise InputError("attention_mask: expected booleans or 0/1 values, got other values")
-            keep = attention_mask != 0
-        else:
-            keep = attention_mask
-        empty = (~keep.any(dim=1)).nonzero().flatten().tolist()
-        if empty:
-            raise InputError(f"attention_mask: expected at least one unmasked position per sample, "
-                             f"samples {empty[:8]} have none")
-    if output_array is not None:
-        if (not isinstance(output_array, torch.Tensor) or output_array.dim() != 3
-                or output_array.shape[0] != b or output_array.shape[2] != config.output_dim
-                or not output_array.dtype.is_floating_point):
-            raise InputError(f"output_array: expected a float tensor [{b}, o, {config.output_dim}] (or the [{b}] "
-                             f"sentinel), got {describe(output_array)}")
-    if config.decoder_reduction == "eot":
-        o = output_array.shape[1] if output_array is not None else config.output_len
-        if attention_mask is not None and o != m:
-            raise InputError(f"output_array: decoder_reduction='eot' picks the query at the last unmasked input "
-                             f"position, so it expects o == m = {m} queries, got {o}")
-    return attention_mask, output_array
-
-
-class Embeddings(nn.Module):
-    """Input embedding and position encoding, the latent array and the learned output queries.
-
-    ``forward(input_array, attention_mask=None, output_array=None)`` returns
-    ``(input_array [b, m, input_embed_dim], attention_mask, latent_array [b, n, d], output_array [b, o, e])``.
-    """
-
-    def __init__(self, config: PerceiverConfig) -> None:
-        super().__init__()
-        self.config = _check_config(config)
-        c = config
-        self.input_embedding = nn.Embedding(c.input_num_tokens, c.input_dim) if c.input_type == "tokens" else None
-        self.input_pos: nn.Parameter | None = None
-        if c.input_pos_enc == "trainable":
-            self.input_pos = build_position_encoding("trainable", c, c.input_len, c.input_dim)
-        elif c.input_pos_enc == "sinusoid":
-            self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_dim), persistent=False)
-        elif c.input_pos_enc == "fourier":
-            feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution)
-            self.register_buffer("input_fourier", feats, persistent=False)
-        self.latent = build_position_encoding("trainable", c, c.latent_len, c.latent_dim)
-        query_kind = "trainable" if c.output_pos_enc == "none" else c.output_pos_enc
-        self.output_query = build_position_encoding(query_kind, c, c.output_len, c.output_dim)
-
-    def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_array: torch.Tensor | None = None):
-        attention_mask, output_array = validate_inputs(self.config, input_array, attention_mask, output_array)
-        x = self.embed_input(input_array)
-        b = x.shape[0]
-        latents = self.latent.unsqueeze(0).expand(b, -1, -1)
-        if output_array is None:
-            output_array = self.output_query.unsqueeze(0).expand(b, -1, -1)
-        return x, attention_mask, latents, output_array
-
-    def embed_input(self, input_array: torch.Tensor) -> torch.Tensor:
-        """Return the input array embedded (tokens) with its position encoding added or concatenated."""
-        x = self.input_embedding(input_array) if self.input_embedding is not None else input_array
-        m = x.shape[1]
-        kind = self.config.input_pos_enc
-        if kind == "trainable":
-            x = x + self.input_pos[:m].to(x.dtype)
-        elif kind == "sinusoid":
-            x = x + self.input_pos_table[:m].to(x.dtype)
-        elif kind == "fourier":
-            feats = self.input_fourier[:m].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-            x = torch.cat([x, feats], dim=-1)
-        return x
-
-
-class EncoderBlock(nn.Module):
-    """Cross-attention of the latents over the input array; ``forward`` returns ``(latents, attention)``."""
-
-    def __init__(self, config: PerceiverConfig) -> None:
-        super().__init__()
-        c = _check_config(config)
-        self.block = Block(kv_dim=c.input_embed_dim, q_dim=c.latent_dim, num_heads=c.n_cross_heads,
-                           ffw_dim=c.encoder_ffw, dropout=c.dropout, add_residual=True)
-
-    def forward(self, input_array: torch.Tensor, latent_array: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, return_attention: bool = False):
-        return self.block(input_array, latent_array, attention_mask, return_attention)
-
-
-class ProcessorBlock(nn.Module):
-    """One self-attention layer over the latents; ``forward`` returns ``(latents, attention)``."""
-
-    def __init__(self, config: PerceiverConfig) -> None:
-        super().__init__()
-        c = _check_config(config)
-        self.block = Block(kv_dim=c.latent_dim, q_dim=c.latent_dim, num_heads=c.n_self_heads,
-                           ffw_dim=c.processor_ffw, dropout=c.dropout, add_residual=True, self_attention=True)
-
-    def forward(self, latent_array: torch.Tensor, return_attention: bool = False):
-        return self.block(None, latent_array, None, return_attention)
-
-
-class DecoderBlock(nn.Module):
-    """Cross-attention of the output queries over the latents, the reduction over queries, and the
-    projection to ``n_classes``; ``forward`` returns ``(logits, attention)``."""
-
-    def __init__(self, config: PerceiverConfig) -> None:
-        super().__init__()
-        c = _check_config(config)
-        self.reduction = c.decoder_reduction
-        self.block = Block(kv_dim=c.latent_dim, q_dim=c.output_dim, num_heads=c.n_decoder_heads,
-                           ffw_dim=c.decoder_ffw, dropout=c.dropout, add_residual=c.decoder_residual)
-        self.projection = nn.Linear(c.output_dim, c.num_classes) if c.decoder_projection else None
-
-    def forward(self, latent_array: torch.Tensor, output_array: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, return_attention: bool = False):
-        out, attention = self.block(latent_array, output_array, None, return_attention)
-        out = self.reduce(out, attention_mask)
-        if self.projection is not None:
-            out = self.projection(out)
-        return out, attention
-
-    def reduce(self, out: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Reduce ``[b, o, e]`` over the ``o`` queries as ``decoder_reduction`` says (``None`` keeps all)."""
-        r = self.reduction
-        if r is None:
-            return out
-        if r == "mean":
-            return out.mean(dim=1)
-        if r == "max":
-            return out.amax(dim=1)
-        if r == "sum":
-            return out.sum(dim=1)
-        if r == "first":
-            return out[:, 0]
-        if r == "last":
-            return out[:, -1]
-        # "eot": the query at the last unmasked input position (the end-of-text token)
-        if attention_mask is None:
-            return out[:, -1]
-        last = (attention_mask != 0).long().sum(dim=1).clamp(min=1) - 1
-        return out[torch.arange(out.shape[0], device=out.device), last]
-
-
-class Perceiver(nn.Module):
-    """The Perceiver (IO): ``forward(input_array, attention_mask=None, output_array=None,
-    return_attentions=False)`` returns logits, or ``(logits, attentions)`` with the attention of the
-    encoder, of each processor layer and of the decoder when ``return_attentions=True``.
-
-    Logits are ``[b, n_classes]`` with a decoder reduction and ``[b, o, n_classes]`` without one.
-    """
-
-    def __init__(self, config: PerceiverConfig) -> None:
-        super().__init__()
-        self.config = _check_config(config)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(config.seed))
-            self.embeddings = Embeddings(config)
-            self.encoder = EncoderBlock(config)
-            n_blocks = 1 if config.share_weights else config.num_layers
-            self.processors = nn.ModuleList([ProcessorBlock(config) for _ in range(n_blocks)])
-            self.decoder = DecoderBlock(config)
-
-    # ----------------------------------------------------------------- stages of the forward pass
-    def processor_at(self, layer: int) -> ProcessorBlock:
-        """Return the processor block that runs as layer ``layer`` (the shared one with ``share_weights``)."""
-        return self.processors[0] if self.config.share_weights else self.processors[layer]
-
-    def encode(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               return_attention: bool = False):
-        """Embed the input and cross-attend the latents to it; returns ``(latents, attention)``."""
-        x = self.embeddings.embed_input(input_array)
-        latents = self.embeddings.latent.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
-        return self.encoder(x, latents, attention_mask, return_attention)
-
-    def decode(self, latents: torch.Tensor, output_array: torch.Tensor | None = None,
-               attention_mask: torch.Tensor | None = None, return_attention: bool = False):
-        """Read the latents out with the output queries; returns ``(logits, attention)``."""
-        if output_array is None:
-            output_array = self.embeddings.output_query.unsqueeze(0).expand(latents.shape[0], -1, -1)
-        return self.decoder(latents, output_array, attention_mask, return_attention)
-
-    def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_array: torch.Tensor | None = None, return_attentions: bool = False):
-        attention_mask, output_array = validate_inputs(self.config, input_array, attention_mask, output_array)
-        attentions = []
-        latents, att = self.encode(input_array, attention_mask, return_attentions)
-        attentions.append(att)
-        for layer in range(self.config.num_layers):
-            latents, att = self.processor_at(layer)(latents, return_attentions)
-            attentions.append(att)
-        logits, att = self.decode(latents, output_array, attention_mask, return_attentions)
-        attentions.append(att)
-        if return_attentions:
-            return logits, attentions
-        return logits
-
-    # ----------------------------------------------------------------- utilities
-    def num_parameters(self, include_non_trainable: bool = True) -> int:
-        """Return the number of parameters, counting frozen ones only when ``include_non_trainable``."""
-        return sum(p.numel() for p in self.parameters() if include_non_trainable or p.requires_grad)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically; returns it."""
-        from .checkpoint import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "Perceiver":
-        """Load a model written by `save` (JSON config and safetensors weights; never unpickles)."""
-        from .checkpoint import load_model
-
-        return load_model(directory, map_location=map_location, model_cls=cls)
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.errors import ConfigError
+from gperc_core.model.attention import Block
+from gperc_core.model.perceiver import (DecoderBlock, Embeddings, EncoderBlock, Perceiver, PerceiverIO,
+                                        ProcessorBlock)
+from gperc_core.model.position import build_position_encoding
 
 
 def get_distributed_model(config: PerceiverConfig, **kwargs: Any):
     """Return gperc's distributed model: a pipeline-parallel Perceiver on `torch.distributed.pipelining`.
 
-    Keyword arguments go to `gperc_core.pipeline.build_pipeline` (stages, schedule, microbatches...).
+    Keyword arguments go to `gperc_core.parallel.pipeline.build_pipeline` (stages, schedule,
+    microbatches...); the result is a `gperc_core.parallel.pipeline.PipelineHandle`.
     """
-    _check_config(config)
-    from .pipeline import build_pipeline
+    if not isinstance(config, PerceiverConfig):
+        raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
+    from gperc_core.parallel.pipeline import build_pipeline
 
     return build_pipeline(config, **kwargs)
 
 
-PerceiverIO = Perceiver
-"""Alias for users coming from Perceiver IO implementations."""
+__all__ = ["Block", "Embeddings", "EncoderBlock", "ProcessorBlock", "DecoderBlock", "Perceiver", "PerceiverIO",
+           "build_position_encoding", "get_distributed_model"]

@@ -130,6 +130,6 @@ class FakePlugin:
 
 def fake_pm():
     """A plugin manager holding only the fake plugin."""
-    from gperc_core.plugins import get_plugin_manager
+    from gperc_core.plugins.manager import get_plugin_manager
 
     return get_plugin_manager(plugins=[FakePlugin()], entry_points=False, strict=True)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gperc_core.attention import Block, MultiHeadAttention
+from gperc_core.model.attention import Block, MultiHeadAttention
 
 
 def einsum_reference(att: MultiHeadAttention, q, kv, mask=None):
@@ -201,7 +201,7 @@ def test_fused_self_attention_equals_reference(heads):
 
 
 def test_half_precision_cpu_path_matches_fused_kernel():
-    from gperc_core.attention import attend
+    from gperc_core.model.attention import attend
 
     torch.manual_seed(7)
     q, k, v = (torch.randn(2, 4, 16, 8).bfloat16() for _ in range(3))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gperc_core import CheckpointError, PerceiverConfig
-from gperc_core import checkpoint as ckpt
-from gperc_core.models import Perceiver
+from gperc_core.io import checkpoint as ckpt
+from gperc_core.model.perceiver import Perceiver
 
 
 def _config(**kw):

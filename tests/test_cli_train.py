@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gperc_core.plugins as plugins
+import gperc_core.plugins.manager as plugins
 from gperc_core.cli import main
 
 from taskfakes import fake_pm

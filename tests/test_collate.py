@@ -1,4 +1,4 @@
-"""Tests of gperc_core.collate: padding, masks, outputs, targets, sentinels and bad input."""
+"""Tests of gperc_core.data.collate: padding, masks, outputs, targets, sentinels and bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gperc_core import InputArray, InputError, MASK_SENTINEL, OUTPUT_SENTINEL, is_mask_sentinel, is_output_sentinel
-from gperc_core.collate import Collator, collate
+from gperc_core.data.collate import Collator, collate
 
 
 def raw(m: int, c: int = 3, **kwargs) -> InputArray:

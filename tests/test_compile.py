@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gperc_core import PerceiverConfig, mask_sentinel
-from gperc_core.models import Perceiver
+from gperc_core.model.perceiver import Perceiver
 
 pytestmark = pytest.mark.slow
 

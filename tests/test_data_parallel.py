@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gperc_core.distributed import spawn_workers
-from gperc_core.models import Perceiver
+from gperc_core.parallel.distributed import spawn_workers
+from gperc_core.model.perceiver import Perceiver
 
 from test_pipeline import ATOL, make_batch, reference_loss, tiny_config
 
@@ -30,8 +30,8 @@ def _max_diff(grads, ref):
 
 
 def _dp_worker(ctx):
-    from gperc_core.distributed import build_layout, wrap_ddp
-    from gperc_core.pipeline import build_pipeline
+    from gperc_core.parallel.distributed import build_layout, wrap_ddp
+    from gperc_core.parallel.pipeline import build_pipeline
 
     report = {}
     # ---- plain DDP over the world: a quarter of the batch per rank, then one SGD step
@@ -100,7 +100,7 @@ def test_pipeline_x_ddp_equals_single_process(reports):
 
 
 def test_init_distributed_names_what_is_missing(monkeypatch):
-    from gperc_core.distributed import init_distributed
+    from gperc_core.parallel.distributed import init_distributed
     from gperc_core.errors import ConfigError
 
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gperc_core.distributed import PEER_FAILED_EXIT, RankFailure, spawn_workers
+from gperc_core.parallel.distributed import PEER_FAILED_EXIT, RankFailure, spawn_workers
 
 from test_pipeline import make_batch, tiny_config
 
 
 def _failing_worker(ctx, mode: str):
-    from gperc_core.pipeline import build_pipeline
+    from gperc_core.parallel.pipeline import build_pipeline
 
     config = tiny_config()
     handle = build_pipeline(config, schedule="1f1b", microbatches=4)

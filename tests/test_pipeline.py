@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from gperc_core import PerceiverConfig
-from gperc_core.distributed import spawn_workers
+from gperc_core.parallel.distributed import spawn_workers
 from gperc_core.errors import ConfigError, InputError
-from gperc_core.models import Perceiver
-from gperc_core.pipeline import PerceiverStage, block_costs, normalise_schedule, plan_stages
-from gperc_core.sentinels import mask_sentinel
+from gperc_core.model.perceiver import Perceiver
+from gperc_core.parallel.pipeline import PerceiverStage, block_costs, normalise_schedule, plan_stages
+from gperc_core.model.sentinels import mask_sentinel
 
 ATOL = 1e-5
 
@@ -144,8 +144,8 @@ def _case_batch(config, mask, out, dense, sentinels):
         x = torch.randint(0, config.input_num_tokens, (8, config.input_len), generator=torch.Generator().manual_seed(1))
     ref_mask, ref_out = attention_mask, output_array
     if sentinels:  # the all-tensor batch of a sentinel-aware collator: [b] sentinels for mask and outputs
-        from gperc_core.collate import Collator
-        from gperc_core.specs import InputArray
+        from gperc_core.data.collate import Collator
+        from gperc_core.plugins.specs import InputArray
 
         batch = Collator(sentinels=True)([InputArray(array=x[i], target=int(target[i])) for i in range(len(x))])
         assert batch["attention_mask"].shape == (8,) and batch["output_array"].shape == (8,)
@@ -157,7 +157,7 @@ def _case_batch(config, mask, out, dense, sentinels):
 
 def fused_batch(batch: int = 8):
     """A multimodal (fused) config and batch: raw "audio" frames with a mask, "text" token ids without one."""
-    from gperc_core.fusion import fused_config
+    from gperc_core.model.fusion import fused_config
 
     config = fused_config(tiny_config(), {"audio": {"input_len": 6, "input_dim": 3, "input_type": "raw"},
                                           "text": {"input_len": 5, "input_dim": 1, "input_type": "tokens",
@@ -170,7 +170,7 @@ def fused_batch(batch: int = 8):
 
 
 def _fused_case(build_pipeline):
-    from gperc_core.fusion import ModalityFusion
+    from gperc_core.model.fusion import ModalityFusion
 
     config, x, mask, target = fused_batch()
     reference = ModalityFusion(config)
@@ -188,7 +188,7 @@ def _fused_case(build_pipeline):
 
 
 def _equivalence_worker(ctx, cases):
-    from gperc_core.pipeline import build_pipeline
+    from gperc_core.parallel.pipeline import build_pipeline
 
     report = {}
     for name, schedule, stages, micro, mask, out, dense, sentinels, changes in cases:
@@ -278,7 +278,7 @@ def test_allow_reshape_rebuilds_and_the_gperc_entry_point(equivalence_reports):
 
 
 def test_measured_block_times_feed_the_planner():
-    from gperc_core.pipeline import measure_block_times
+    from gperc_core.parallel.pipeline import measure_block_times
 
     config = tiny_config(num_layers=3)
     model = Perceiver(config)
@@ -291,7 +291,7 @@ def test_measured_block_times_feed_the_planner():
 
 
 def test_build_pipeline_needs_a_process_group():
-    from gperc_core.pipeline import build_pipeline
+    from gperc_core.parallel.pipeline import build_pipeline
 
     with pytest.raises(ConfigError, match="process group"):
         build_pipeline(tiny_config())

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from gperc_core.checkpoint import load_tensors
-from gperc_core.distributed import spawn_workers
+from gperc_core.io.checkpoint import load_tensors
+from gperc_core.parallel.distributed import spawn_workers
 from gperc_core.errors import CheckpointError
-from gperc_core.models import Perceiver
+from gperc_core.model.perceiver import Perceiver
 
 from test_pipeline import ATOL, make_batch, reference_loss, tiny_config
 
 
 def _checkpoint_worker(ctx, root: str):
-    from gperc_core.pipeline import build_pipeline
+    from gperc_core.parallel.pipeline import build_pipeline
 
     root_path = Path(root)
     config = tiny_config()
@@ -116,13 +116,13 @@ def test_torchrun_pipeline_run_resumes_in_a_single_process(tmp_path):
     if not _cli_has_pipeline_flags():
         pytest.skip("`gperc train` has no --pipeline-stages flag yet (the trainer CLI integration is missing)")
     try:
-        from gperc_core.tasks import find_card
+        from gperc_core.data.tasks import find_card
 
         find_card("multimodal/av-digits")
     except Exception as exc:  # noqa: BLE001 - the task's plugins are optional distributions
         pytest.skip(f"multimodal/av-digits is not available here: {exc}")
-    from gperc_core.distributed import free_port
-    from gperc_core.fusion import load_any_model
+    from gperc_core.parallel.distributed import free_port
+    from gperc_core.model.fusion import load_any_model
 
     out = tmp_path / "run"
     small = ["--set", "training.max_train_samples=64", "--set", "training.max_eval_samples=32",

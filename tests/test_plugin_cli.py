@@ -21,7 +21,7 @@ import torch
 
 from gperc_core.cli import main
 from gperc_core.cli.plugins import format_table
-from gperc_core.plugins import reset_default_plugin_manager
+from gperc_core.plugins.manager import reset_default_plugin_manager
 from gperc_core.testing import write_dist_info
 
 FAKES = Path(__file__).parent / "fixtures" / "fake_plugins"
@@ -132,8 +132,8 @@ def test_the_documented_plugin_works_as_written(tmp_path, monkeypatch, capsys):
     assert (info["distribution"], info["version"], info["error"]) == ("gperc-plugin-series", "0.1.0", None)
     assert info["registered"] == {"modalities": ["series"], "datasets": ["trends"], "tasks": ["series/trends"]}
     # its task builds and its model runs on a batch
-    from gperc_core.plugins import get_plugin_manager
-    from gperc_core.tasks import create_task
+    from gperc_core.plugins.manager import get_plugin_manager
+    from gperc_core.data.tasks import create_task
 
     pm = get_plugin_manager(allow=["series"], strict=True)
     task = create_task("series/trends", pm=pm)

@@ -1,4 +1,4 @@
-"""Tests of the plugin manager (gperc_core.plugins) and the conformance suite (gperc_core.testing).
+"""Tests of the plugin manager (gperc_core.plugins.manager) and the conformance suite (gperc_core.testing).
 
 Entry-point plugins are the fake distributions under tests/fixtures/fake_plugins (a dist-info folder
 with METADATA and entry_points.txt, plus a module), put on sys.path for one test at a time.
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from gperc_core import DatasetSpec, InputArray, ModalitySpec, PluginError, TaskError, hookimpl
-from gperc_core import plugins as plugins_module
-from gperc_core.collate import Collator
-from gperc_core.plugin_conformance import ConformanceError, run_conformance
-from gperc_core.plugins import (PluginWarning, check_core_requirement, default_plugin_manager, get_plugin_manager,
+from gperc_core.plugins import manager as plugins_module
+from gperc_core.data.collate import Collator
+from gperc_core.testing.conformance import ConformanceError, run_conformance
+from gperc_core.plugins.manager import (PluginWarning, check_core_requirement, default_plugin_manager, get_plugin_manager,
                                 plugin_manager_from_args, reset_default_plugin_manager)
 from gperc_core.testing import PluginConformance
 

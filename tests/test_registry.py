@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gperc_core.errors import TaskError
-from gperc_core.registry import (card_files, install_hint, load_index, load_registry, registry_dir,
+from gperc_core.data.registry import (card_files, install_hint, load_index, load_registry, registry_dir,
                                  validate_card)
 
 GOOD = """

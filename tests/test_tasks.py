@@ -7,8 +7,8 @@ import torch
 
 from gperc_core import ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
 from gperc_core.errors import ConfigError, InputError, TaskError
-from gperc_core.fusion import fused_config, load_any_model
-from gperc_core.tasks import pair_by_target, parse_assignments, parse_value
+from gperc_core.model.fusion import fused_config, load_any_model
+from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
 
 from taskfakes import FakePlugin, fake_pm
 
@@ -100,7 +100,7 @@ def test_options_reach_the_plugin_hooks(pm):
             seen.append(dict(options))
             return super().gperc_input_array(modality, sample, options)
 
-    from gperc_core.plugins import get_plugin_manager
+    from gperc_core.plugins.manager import get_plugin_manager
 
     spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
     create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,

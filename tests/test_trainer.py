@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from gperc_core import checkpoint as ckpt
-from gperc_core import create_task, runs
+from gperc_core.io import checkpoint as ckpt
+from gperc_core import create_task
+from gperc_core.io import runs
 from gperc_core.errors import CheckpointError, ConfigError, TaskError
-from gperc_core.trainer import Trainer, TrainingConfig, auto_bf16, bf16_supported
+from gperc_core.train.trainer import Trainer, TrainingConfig, auto_bf16, bf16_supported
 
 from taskfakes import fake_pm
 

@@ -1,7 +1,7 @@
 """A prototype of a change to gperc_core/attention.py, measured without editing the core.
 
 Same model as `impl_gperc`; the only difference is the attention kernel under reduced
-precision: `torch.nn.functional.scaled_dot_product_attention` as seen by gperc_core.attention is
+precision: `torch.nn.functional.scaled_dot_product_attention` as seen by gperc_core.model.attention is
 replaced by `dispatch_sdpa`, which computes small-score attention in bf16/fp16 on CPU explicitly
 (``softmax(q k^T * scale) v`` with bf16 matmuls) and calls the fused kernel otherwise. Reason:
 on CPU, the fused (flash) SDPA kernel in bf16 is slower than in fp32 and about 3x slower than
@@ -76,12 +76,12 @@ def version() -> str:
 
 def build(s: Shape) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
     """Return gperc's model for ``s`` with the attention dispatch installed."""
-    import gperc_core.attention as attention
+    import gperc_core.model.attention as attention
 
     from .impl_gperc import build as build_gperc
 
     class _F:
-        """gperc_core.attention's view of torch.nn.functional, with the dispatching SDPA."""
+        """gperc_core.model.attention's view of torch.nn.functional, with the dispatching SDPA."""
 
         def __getattr__(self, name):
             return dispatch_sdpa if name == "scaled_dot_product_attention" else getattr(F, name)

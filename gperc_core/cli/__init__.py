@@ -16,7 +16,7 @@ COMMAND_MODULES = ("plugins", "tasks", "train", "eval", "predict")
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``gperc`` argument parser with every available subcommand."""
-    from gperc_core import __version__
+    from gperc_core._version import __version__
 
     parser = argparse.ArgumentParser(prog="gperc", description="gperc: Perceiver tasks from plugins.")
     parser.add_argument("--version", action="version", version=f"gperc-core {__version__}")

@@ -26,8 +26,8 @@ def load_run_model(run_dir: str | Path, checkpoint: bool = False, device: Any = 
     """Return the model of a run: the final ``model.safetensors``, else (or with ``checkpoint``) the latest
     checkpoint's weights."""
     from gperc_core.errors import CheckpointError
-    from gperc_core.fusion import load_any_model
-    from gperc_core.runs import check_run_dir, latest_checkpoint
+    from gperc_core.model.fusion import load_any_model
+    from gperc_core.io.runs import check_run_dir, latest_checkpoint
 
     run_dir = check_run_dir(run_dir)
     final = run_dir / "model.safetensors"
@@ -39,10 +39,10 @@ def load_run_model(run_dir: str | Path, checkpoint: bool = False, device: Any = 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print; returns 0."""
-    from gperc_core.plugins import plugin_manager_from_args
-    from gperc_core.runs import check_run_dir
-    from gperc_core.tasks import Task
-    from gperc_core.trainer import auto_bf16, evaluate_model, resolve_device
+    from gperc_core.plugins.manager import plugin_manager_from_args
+    from gperc_core.io.runs import check_run_dir
+    from gperc_core.data.tasks import Task
+    from gperc_core.train.trainer import auto_bf16, evaluate_model, resolve_device
 
     run_dir = check_run_dir(args.run_dir)
     device = resolve_device(args.device)

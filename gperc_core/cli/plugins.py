@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plugin listing; returns 0 (a broken plugin is reported, not fatal)."""
-    from gperc_core.plugins import AllowListWarning, PluginWarning, get_plugin_manager
+    from gperc_core.plugins.manager import AllowListWarning, PluginWarning, get_plugin_manager
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", PluginWarning)  # load errors are in the listing itself

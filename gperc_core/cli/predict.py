@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gperc_core.cli.eval import load_run_model
-    from gperc_core.plugins import plugin_manager_from_args
-    from gperc_core.runs import check_run_dir
-    from gperc_core.tasks import Task
-    from gperc_core.trainer import resolve_device
+    from gperc_core.plugins.manager import plugin_manager_from_args
+    from gperc_core.io.runs import check_run_dir
+    from gperc_core.data.tasks import Task
+    from gperc_core.train.trainer import resolve_device
 
     if args.top < 1:
         raise InputError(f"--top: expected a positive integer, got {args.top}")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, _ = load_run_model(run_dir, device=device)
     batch = task.encode(samples)
-    from gperc_core.trainer import to_device
+    from gperc_core.train.trainer import to_device
 
     batch = to_device(batch, device)
     model.eval()

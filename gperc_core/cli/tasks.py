@@ -18,8 +18,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the matching tasks; returns 0, or 1 when none matches."""
-    from gperc_core.plugins import plugin_manager_from_args
-    from gperc_core.tasks import describe_tasks
+    from gperc_core.plugins.manager import plugin_manager_from_args
+    from gperc_core.data.tasks import describe_tasks
 
     pm = plugin_manager_from_args(args)
     pattern = args.pattern if any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"

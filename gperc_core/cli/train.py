@@ -39,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--device", default=None, help="'auto' (default), 'cpu' or 'cuda'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    from gperc_core.distributed_train import add_arguments as add_distributed_arguments
+    from gperc_core.parallel.launch import add_arguments as add_distributed_arguments
 
     add_distributed_arguments(parser)  # --pipeline-stages, --microbatches, --schedule, --dist-timeout, ...
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Return the overrides the command line asks for (``--set`` plus the shortcut flags)."""
-    from gperc_core.tasks import parse_assignments
+    from gperc_core.data.tasks import parse_assignments
 
     overrides = parse_assignments(args.assignments)
     flags = {"training.epochs": args.epochs, "training.max_steps": args.max_steps,
@@ -65,11 +65,11 @@ def default_out(task: str) -> Path:
 def prepare(args: argparse.Namespace):
     """Build the task and the `Trainer` the arguments ask for (resuming restores the checkpoint)."""
     from gperc_core.errors import CheckpointError, TaskError
-    from gperc_core.plugins import plugin_manager_from_args
-    from gperc_core.registry import validate_card
-    from gperc_core.runs import check_run_dir, is_run_dir, latest_checkpoint, read_task_file
-    from gperc_core.tasks import merge_overrides, create_task
-    from gperc_core.trainer import Trainer
+    from gperc_core.plugins.manager import plugin_manager_from_args
+    from gperc_core.data.registry import validate_card
+    from gperc_core.io.runs import check_run_dir, is_run_dir, latest_checkpoint, read_task_file
+    from gperc_core.data.tasks import merge_overrides, create_task
+    from gperc_core.train.trainer import Trainer
 
     pm = plugin_manager_from_args(args)
     overrides = cli_overrides(args)
@@ -102,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
     """Train and print where everything is; returns 0, or 130 when interrupted (after checkpointing)."""
     import sys
 
-    from gperc_core.runs import PLOT_FILE, latest_checkpoint
+    from gperc_core.io.runs import PLOT_FILE, latest_checkpoint
 
-    from gperc_core.distributed_train import wants_distributed
+    from gperc_core.parallel.launch import wants_distributed
 
     if wants_distributed(args) and not getattr(args, "trainer_factory", None):
-        from gperc_core.distributed_train import run as run_distributed
+        from gperc_core.parallel.launch import run as run_distributed
 
         return run_distributed(args)  # sets args.trainer_factory and comes back here on every rank
     t0 = time.perf_counter()

@@ -101,7 +101,7 @@ def test_segmentation_queries_drive_per_pixel_logits(pm):
 
 
 def test_shipped_image_cards_use_documented_options_and_registered_datasets(pm):
-    from gperc_core.registry import load_registry
+    from gperc_core.data.registry import load_registry
 
     cards = [c for c in load_registry().values() if c.name.startswith("image/")]
     assert {c.name for c in cards} >= {"image/fashion-mnist", "image/digits", "image/digits-segmentation"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gperc_core import InputError, TaskError
-from gperc_core.checkpoint import atomic_write_bytes
+from gperc_core.io.checkpoint import atomic_write_bytes
 
 from . import PLUGIN
 

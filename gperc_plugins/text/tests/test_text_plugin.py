@@ -162,7 +162,7 @@ def test_mlm_batch_trains_a_perceiver_without_reduction(pm, tiny_tokenizer, tiny
 
 
 def test_shipped_text_cards_use_documented_options_and_registered_datasets(pm):
-    from gperc_core.registry import load_registry
+    from gperc_core.data.registry import load_registry
 
     from gperc_plugin_text.arrays import TextOptions
 

@@ -7,9 +7,11 @@ the plugin manager (plugins leave it ``None``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # the contract imports no torch at run time
+    import torch
+
 
 
 @dataclass

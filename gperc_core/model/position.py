@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from gperc_core.errors import ConfigError
 
 
 def fourier_features(shape: Sequence[int], num_bands: int,

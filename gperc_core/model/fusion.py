@@ -24,9 +24,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .config import PerceiverConfig
-from .errors import ConfigError, InputError, describe
-from .models import Perceiver
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.errors import ConfigError, InputError, describe
+from gperc_core.model.perceiver import Perceiver
 
 _SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
 FUSION_KEYS = ("dim", "modality_dropout")
@@ -199,7 +199,7 @@ def model_for_config(config: PerceiverConfig) -> nn.Module:
 
 def load_any_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load ``directory``'s model (a `Perceiver` or a `ModalityFusion`, as its config says)."""
-    from .checkpoint import load_model, read_config
+    from gperc_core.io.checkpoint import load_model, read_config
 
     config = read_config(directory)
     cls = ModalityFusion if config.get("fusion") else Perceiver

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import InputError, describe
-from .sentinels import mask_sentinel, output_sentinel
-from .specs import Batch, InputArray
+from gperc_core.errors import InputError, describe
+from gperc_core.model.sentinels import mask_sentinel, output_sentinel
+from gperc_core.plugins.specs import Batch, InputArray
 
 __all__ = ["Collator", "collate"]
 
@@ -49,7 +49,7 @@ class Collator:
     """Batch `InputArray` samples into the dict the `Perceiver` and the trainer read.
 
     ``pad_to`` fixes the padded input length (a longer sample is an `InputError`); ``sentinels=True``
-    emits the ``[batch]`` sentinels of `gperc_core.sentinels` instead of ``None`` for an absent mask
+    emits the ``[batch]`` sentinels of `gperc_core.model.sentinels` instead of ``None`` for an absent mask
     or output array (DataLoader workers, pipelines, export); ``pad_value`` fills padded raw input
     elements; ``target_pad`` fills padded per-query targets.
     """

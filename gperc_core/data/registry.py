@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import TaskError
+from gperc_core.errors import TaskError
 
 OBJECTIVES = ("classification", "dense")
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -33,7 +33,7 @@ _TOP_FILES = ("schema.toml", "index.toml")
 def registry_dir() -> Path:
     """Return the folder holding the task cards: the wheel's ``gperc_core/_registry``, else the
     repository's ``registry/`` beside the package (editable installs)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for candidate in (package / "_registry", package.parent / "registry"):
         if (candidate / "schema.toml").is_file():
             return candidate
@@ -140,12 +140,12 @@ def validate_card(data: Mapping[str, Any], source: str, schema: Mapping[str, Map
             raise TaskError(f"{source}: options.{modality}: expected options of one of the task's modalities "
                             f"{data['modalities']}, got {modality!r}")
     _check_model_keys(source, data.get("model", {}))
-    from .fusion import FUSION_KEYS
+    from gperc_core.model.fusion import FUSION_KEYS
 
     for key in data.get("fusion", {}):
         if key not in FUSION_KEYS:
             raise TaskError(f"{source}: fusion.{key}: unknown fusion setting (expected one of {list(FUSION_KEYS)})")
-    from .trainer import TrainingConfig
+    from gperc_core.config.training import TrainingConfig
 
     TrainingConfig.from_mapping(data.get("training", {}), where=f"{source}: training")
     card = TaskCard(**copy.deepcopy(data), source=source)
@@ -185,7 +185,7 @@ def _check_pairing(source: str, pairing: dict[str, Any], modalities: list[str]) 
 
 
 def _check_model_keys(source: str, model: Mapping[str, Any]) -> None:
-    from .config import PerceiverConfig
+    from gperc_core.config.perceiver import PerceiverConfig
 
     known = set(PerceiverConfig().keys())
     for key in model:

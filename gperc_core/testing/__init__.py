@@ -6,7 +6,7 @@ the standard library and pytest at module level; torch and the checks load insid
 Fixtures:
 
 - ``gperc_plugin_manager``: an isolated, strict `PluginManager` with only the plugins under test,
-  also installed as `gperc_core.plugins.default_plugin_manager()` for the test's duration. The
+  also installed as `gperc_core.plugins.manager.default_plugin_manager()` for the test's duration. The
   plugins under test come from the ``gperc_plugins_under_test`` fixture (override it), which by
   default reads the marker ``@pytest.mark.gperc_plugins("image", my_module, ...)``: strings are
   installed plugins' entry-point names, other values plugin modules or objects registered in-process.
@@ -27,7 +27,7 @@ samples::
         def options(self, modality):           # the task options the hooks read (default {})
             return {"representation": "pixels"}
 
-`run_conformance` (in `gperc_core.plugin_conformance`) runs the same checks outside pytest.
+`run_conformance` (in `gperc_core.testing.conformance`) runs the same checks outside pytest.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ __all__ = ["PluginConformance", "run_conformance", "write_dist_info", "write_fak
 
 def run_conformance(plugin: Any, make_samples: Any, options: Any = None,
                     modalities: Sequence[str] | None = None) -> list[str]:
-    """Run the conformance suite on ``plugin``; see `gperc_core.plugin_conformance.run_conformance`."""
-    from .plugin_conformance import run_conformance as run
+    """Run the conformance suite on ``plugin``; see `gperc_core.testing.conformance.run_conformance`."""
+    from gperc_core.testing.conformance import run_conformance as run
 
     return run(plugin, make_samples, options=options, modalities=modalities)
 
@@ -98,7 +98,7 @@ def gperc_plugins_under_test(request: pytest.FixtureRequest) -> list[Any]:
 @pytest.fixture
 def gperc_plugin_manager(gperc_plugins_under_test: list[Any], monkeypatch: pytest.MonkeyPatch):
     """An isolated, strict plugin manager with only the plugins under test, installed as the default."""
-    from . import plugins as plugins_module
+    from gperc_core.plugins import manager as plugins_module
 
     names = [p for p in gperc_plugins_under_test if isinstance(p, str)]
     objects = [p for p in gperc_plugins_under_test if not isinstance(p, str)]
@@ -156,7 +156,7 @@ class PluginConformance:
     @classmethod
     def conformance_manager(cls):
         """``(manager, plugin name)``: an isolated strict manager with only this plugin."""
-        from .plugin_conformance import conformance_manager
+        from gperc_core.testing.conformance import conformance_manager
 
         if cls.plugin is None:
             raise pytest.UsageError(f"{cls.__name__}.plugin: expected a plugin name or module, got None")
@@ -166,7 +166,7 @@ class PluginConformance:
     @classmethod
     def conformance_modalities(cls, conformance_manager):
         """The `ModalitySpec` of each modality to check."""
-        from .plugin_conformance import check_registration
+        from gperc_core.testing.conformance import check_registration
 
         pm, name = conformance_manager
         specs = {s.name: s for s in check_registration(pm, name)}
@@ -179,7 +179,7 @@ class PluginConformance:
     @classmethod
     def conformance_inputs(cls, conformance_manager, conformance_modalities):
         """modality -> (spec, samples, options with the tokenizer added, tokenizer), tokenizers built once."""
-        from .plugin_conformance import check_tokenizer
+        from gperc_core.testing.conformance import check_tokenizer
 
         pm, name = conformance_manager
         self = cls()
@@ -195,7 +195,7 @@ class PluginConformance:
     @staticmethod
     def _arrays(conformance_manager, conformance_inputs):
         """Yield ``(modality, options, tokenizer, input arrays)`` per modality, checking the arrays."""
-        from .plugin_conformance import check_input_arrays
+        from gperc_core.testing.conformance import check_input_arrays
 
         pm, name = conformance_manager
         for modality, (spec, samples, opts, tokenizer) in conformance_inputs.items():
@@ -203,7 +203,7 @@ class PluginConformance:
 
     # ----------------------------------------------------------------- the checks
     def test_registers_and_stamps(self, conformance_manager) -> None:
-        from .plugin_conformance import check_registration
+        from gperc_core.testing.conformance import check_registration
 
         pm, name = conformance_manager
         check_registration(pm, name)
@@ -211,7 +211,7 @@ class PluginConformance:
         assert any(info.registered.values()), f"plugin {name!r} registers no modality, dataset or task"
 
     def test_foreign_modality_is_not_answered(self, conformance_manager) -> None:
-        from .plugin_conformance import check_foreign_modality
+        from gperc_core.testing.conformance import check_foreign_modality
 
         check_foreign_modality(*conformance_manager)
 
@@ -220,7 +220,7 @@ class PluginConformance:
             assert len(arrays) == len(conformance_inputs[modality][1]), f"modality {modality!r}: one array per sample"
 
     def test_output_array(self, conformance_manager, conformance_inputs) -> None:
-        from .plugin_conformance import check_output_array
+        from gperc_core.testing.conformance import check_output_array
 
         pm, name = conformance_manager
         for modality, (_, _, opts, _) in conformance_inputs.items():
@@ -228,7 +228,7 @@ class PluginConformance:
 
     @pytest.mark.parametrize("sentinels", [False, True], ids=["plain", "sentinels"])
     def test_collation(self, conformance_manager, conformance_inputs, sentinels: bool) -> None:
-        from .plugin_conformance import check_collation
+        from gperc_core.testing.conformance import check_collation
 
         pm, name = conformance_manager
         for modality, opts, _, arrays in self._arrays(conformance_manager, conformance_inputs):
@@ -238,7 +238,7 @@ class PluginConformance:
                     f"modality {modality!r}: a sentinel batch must hold only tensors"
 
     def test_forward_pass(self, conformance_manager, conformance_inputs) -> None:
-        from .plugin_conformance import check_collation, check_forward, check_output_array
+        from gperc_core.testing.conformance import check_collation, check_forward, check_output_array
 
         pm, name = conformance_manager
         for modality, opts, tokenizer, arrays in self._arrays(conformance_manager, conformance_inputs):

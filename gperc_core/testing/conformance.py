@@ -27,12 +27,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .collate import Collator
-from .config import PerceiverConfig
-from .models import Perceiver
-from .plugins import PluginManager, PluginWarning, get_plugin_manager
-from .sentinels import is_mask_sentinel, is_output_sentinel
-from .specs import InputArray, ModalitySpec, Tokenizer
+from gperc_core.data.collate import Collator
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.model.perceiver import Perceiver
+from gperc_core.plugins.manager import PluginManager, PluginWarning, get_plugin_manager
+from gperc_core.model.sentinels import is_mask_sentinel, is_output_sentinel
+from gperc_core.plugins.specs import InputArray, ModalitySpec, Tokenizer
 
 __all__ = ["ConformanceError", "run_conformance", "conformance_manager", "check_registration", "check_task_card",
            "check_foreign_modality",
@@ -102,8 +102,8 @@ def check_registration(pm: PluginManager, plugin: str) -> list[ModalitySpec]:
 
 def check_task_card(pm: PluginManager, plugin: str, card: Mapping[str, Any]) -> None:
     """Check a plugin's task card against the registry schema, and that its own modalities and dataset exist."""
-    from .errors import TaskError
-    from .registry import validate_card
+    from gperc_core.errors import TaskError
+    from gperc_core.data.registry import validate_card
 
     try:
         validated = validate_card(card, f"plugin:{plugin}")

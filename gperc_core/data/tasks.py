@@ -9,7 +9,7 @@ per-sample Python in the training step.
 
 Multimodal tasks either read several modalities from one dataset, or pair single-modality
 datasets by target (``[pairing]``, deterministic); their inputs are fused by
-`gperc_core.fusion.ModalityFusion`. No plugin knows about another.
+`gperc_core.model.fusion.ModalityFusion`. No plugin knows about another.
 
 Overrides are dotted keys: ``model.latent_dim=64``, ``training.lr=1e-3``,
 ``options.image.representation="patches"``, ``fusion.dim=64``; plain `PerceiverConfig` or
@@ -30,12 +30,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import PerceiverConfig
-from .errors import ConfigError, InputError, PluginError, TaskError
-from .registry import TaskCard, install_hint, load_index, load_registry, validate_card
-from .specs import InputArray
-from .fusion import FUSION_KEYS as _FUSION_KEYS
-from .trainer import TrainingConfig
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.errors import ConfigError, InputError, PluginError, TaskError
+from gperc_core.data.registry import TaskCard, install_hint, load_index, load_registry, validate_card
+from gperc_core.plugins.specs import InputArray
+from gperc_core.model.fusion import FUSION_KEYS as _FUSION_KEYS
+from gperc_core.config.training import TrainingConfig
 
 _SECTIONS = ("model", "training", "options", "fusion")
 
@@ -143,7 +143,7 @@ def find_card(name: str, pm: Any = None) -> TaskCard:
 def _pm(pm: Any) -> Any:
     if pm is not None:
         return pm
-    from .plugins import default_plugin_manager
+    from gperc_core.plugins.manager import default_plugin_manager
 
     return default_plugin_manager()
 
@@ -337,7 +337,7 @@ class Task:
             arrays.append(array)
         collator = self.pm.hook.gperc_collator(modality=modality, options=options, sentinels=False)
         if collator is None:
-            from .collate import Collator
+            from gperc_core.data.collate import Collator
 
             collator = Collator()
         return collator(arrays)
@@ -481,7 +481,7 @@ class Task:
     # ----------------------------------------------------------------- model, records, prediction
     def build_model(self) -> torch.nn.Module:
         """Return a fresh model for the task (a `Perceiver`, or a `ModalityFusion` for multimodal tasks)."""
-        from .fusion import model_for_config
+        from gperc_core.model.fusion import model_for_config
 
         if self.config is None:
             self.infer_config()
@@ -495,16 +495,16 @@ class Task:
 
     def write_record(self, run_dir: str | Path) -> Path:
         """Write ``task.json`` into ``run_dir`` atomically; returns its path."""
-        from .checkpoint import atomic_write_json
-        from .runs import TASK_FILE
+        from gperc_core.io.checkpoint import atomic_write_json
+        from gperc_core.io.runs import TASK_FILE
 
         return atomic_write_json(Path(run_dir) / TASK_FILE, self.record())
 
     @classmethod
     def from_run(cls, run_dir: str | Path, pm: Any = None, overrides: Mapping[str, Any] | None = None) -> "Task":
         """Rebuild the task of a run folder with the run's saved model config (for eval and predict)."""
-        from .checkpoint import read_config
-        from .runs import latest_checkpoint, read_task_file
+        from gperc_core.io.checkpoint import read_config
+        from gperc_core.io.runs import latest_checkpoint, read_task_file
 
         record = read_task_file(run_dir)
         card = validate_card(record["card"], source=f"{Path(run_dir) / 'task.json'}")
@@ -513,7 +513,7 @@ class Task:
         merged = merge_overrides(record.get("overrides", {}), overrides or {})
         source = Path(run_dir) if (Path(run_dir) / "config.json").is_file() else latest_checkpoint(run_dir)
         if source is None:
-            from .errors import CheckpointError
+            from gperc_core.errors import CheckpointError
 
             raise CheckpointError(f"run folder {str(run_dir)!r}: expected a trained model (config.json) or a "
                                   f"checkpoint, found neither")
@@ -553,7 +553,7 @@ def _build_config(make: Any, values: dict[str, Any]) -> PerceiverConfig:
 
 def _fused(values: dict[str, Any], per_modality: dict[str, dict[str, Any]], fusion: dict[str, Any]
            ) -> PerceiverConfig:
-    from .fusion import fused_config
+    from gperc_core.model.fusion import fused_config
 
     return fused_config(values, per_modality, fusion.get("dim"), fusion.get("modality_dropout", 0.0))
 

@@ -28,10 +28,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PerceiverConfig
-from .errors import CheckpointError, ConfigError, InputError, describe
-from .models import Embeddings, Perceiver, validate_inputs
-from .sentinels import resolve_mask, resolve_output_array
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.errors import CheckpointError, ConfigError, InputError, describe
+from gperc_core.model.perceiver import Embeddings, Perceiver, validate_inputs
+from gperc_core.model.sentinels import resolve_mask, resolve_output_array
 
 __all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "PerceiverStage", "cut_stage",
            "PipelineHandle", "build_pipeline", "SCHEDULES", "REFUSED_SCHEDULES"]
@@ -299,7 +299,7 @@ def _fusion_stage_class() -> type:
     """`FusionStage`, defined on first use so that importing the pipeline does not import fusion."""
     global _FUSION_STAGE
     if _FUSION_STAGE is None:
-        from .fusion import ModalityFusion
+        from gperc_core.model.fusion import ModalityFusion
 
         class FusionStage(ModalityFusion):
             """One pipeline stage of a multimodal `ModalityFusion`: the first stage also owns the modality
@@ -422,7 +422,7 @@ class PipelineHandle:
         self.is_first = 0 in stage_ids
         self.is_last = (self.num_stages - 1) in stage_ids
         if dp_group is not None:
-            from .distributed import wrap_ddp
+            from gperc_core.parallel.distributed import wrap_ddp
 
             # the decoder stage's learned output queries go unused in batches that bring an output array
             unused = (lambda m: m.has_decoder) if find_unused_parameters is None else (lambda m: find_unused_parameters)
@@ -447,7 +447,7 @@ class PipelineHandle:
         if config.get("fusion"):
             from types import SimpleNamespace
 
-            from .fusion import fusion_spec
+            from gperc_core.model.fusion import fusion_spec
 
             spec = fusion_spec(config)
             self.fusion = SimpleNamespace(spec=spec, modalities=list(spec))
@@ -503,7 +503,7 @@ class PipelineHandle:
     def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state") -> None:
         """Load this rank's keys from a full single-process ``state``; a missing or mis-shaped key is a
         `CheckpointError` naming it. Keys of other stages are ignored."""
-        from .checkpoint import load_state_checked
+        from gperc_core.io.checkpoint import load_state_checked
 
         for module in self.modules:
             own = module.state_dict()
@@ -515,7 +515,7 @@ class PipelineHandle:
         of the pipeline; a collective over the pipeline group. Returns the folder."""
         from pathlib import Path
 
-        from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, atomic_write_json, save_tensors
+        from gperc_core.io.checkpoint import CONFIG_FILE, WEIGHTS_FILE, atomic_write_json, save_tensors
 
         state = self.full_state_dict()
         if self.pp_rank == 0 and (self.dp_group is None or dist.get_rank(self.dp_group) == 0):
@@ -550,7 +550,7 @@ class PipelineHandle:
 
     def _check_batch(self, input_array: Any, attention_mask: Any, output_array: Any) -> tuple[int, tuple[int, ...]]:
         if self.fusion is not None:
-            from .fusion import ModalityFusion
+            from gperc_core.model.fusion import ModalityFusion
 
             ModalityFusion._check(self.fusion, input_array, attention_mask)
             batch = int(next(iter(input_array.values())).shape[0])
@@ -711,7 +711,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     name = normalise_schedule(schedule)
     if not dist.is_available() or not dist.is_initialized():
         raise ConfigError("build_pipeline: expected an initialised torch.distributed process group, got none "
-                          "(call gperc_core.distributed.init_distributed() or launch with torchrun)")
+                          "(call gperc_core.parallel.distributed.init_distributed() or launch with torchrun)")
     size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     if num_stages is None:
@@ -740,7 +740,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
                           "got 'eot' with fusion")
     plan = plan_stages(config, num_stages, costs=costs, input_len=input_len, output_len=output_len)
     if model is None:
-        from .fusion import model_for_config
+        from gperc_core.model.fusion import model_for_config
 
         model = model_for_config(config)
     elif getattr(model, "config", None) != config or not isinstance(model, nn.Module):

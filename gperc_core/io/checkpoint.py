@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import PerceiverConfig
-from .errors import CheckpointError
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -130,10 +130,8 @@ def read_config(directory: str | Path) -> PerceiverConfig:
     return PerceiverConfig(**data)
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu", model_cls: type | None = None):
-    """Build the model described by ``directory/config.json`` and load ``model.safetensors`` into it."""
-    if model_cls is None:
-        from .models import Perceiver as model_cls  # noqa: N813
+def load_model(directory: str | Path, model_cls: type, map_location: str | torch.device = "cpu"):
+    """Return a ``model_cls`` built from ``directory/config.json`` with ``model.safetensors`` loaded into it."""
     config = read_config(directory)
     model = model_cls(config)
     state = load_tensors(Path(directory) / WEIGHTS_FILE, map_location)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError, describe
+from gperc_core.errors import InputError, describe
 
 MASK_SENTINEL: int = -69
 """Value of an attention-mask sentinel: "this batch has no attention mask"."""

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError
+from gperc_core.errors import ConfigError
 
 DEFAULT_TIMEOUT_S: float = 300.0
 """Default process-group timeout: a rank waits at most this long for a peer."""
@@ -333,7 +333,7 @@ def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] =
     import torch.multiprocessing as mp
 
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch.distributed", "gperc_core.distributed", "gperc_core.pipeline"])
+    context.set_forkserver_preload(["torch", "torch.distributed", "gperc_core.parallel.distributed", "gperc_core.parallel.pipeline"])
     results = context.Queue()
     init_method = _free_rendezvous()
     procs = [context.Process(target=_worker_main, daemon=False,

@@ -16,12 +16,14 @@ tokenizer under ``options["tokenizer"]``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pluggy
-import torch
 
-from .specs import Collator, DatasetSpec, InputArray, ModalitySpec, Tokenizer
+from gperc_core.plugins.specs import Collator, DatasetSpec, InputArray, ModalitySpec, Tokenizer
+
+if TYPE_CHECKING:  # the contract imports no torch at run time
+    import torch
 
 PROJECT = "gperc"
 """pluggy project name and entry-point group of gperc plugins."""
@@ -93,10 +95,10 @@ def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) 
 @hookspec(firstresult=True)
 def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool) -> Collator | None:
     """Return a callable that batches a list of `InputArray` into a batch dict, or ``None`` to use the
-    core's `gperc_core.collate.Collator` (or if the modality is not this plugin's).
+    core's `gperc_core.data.collate.Collator` (or if the modality is not this plugin's).
 
     With ``sentinels=True`` absent masks and output arrays are emitted as the ``[batch]`` sentinel
-    tensors of `gperc_core.sentinels` instead of ``None`` (DataLoader workers, pipelines, export).
+    tensors of `gperc_core.model.sentinels` instead of ``None`` (DataLoader workers, pipelines, export).
     """
 
 

@@ -30,10 +30,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import DEFAULT_TIMEOUT_S, DistContext, ParallelLayout, build_layout, failure_guard, init_distributed
-from .errors import ConfigError
-from .metrics import MetricAccumulator
-from .trainer import Trainer, to_device
+from gperc_core.parallel.distributed import DEFAULT_TIMEOUT_S, DistContext, ParallelLayout, build_layout, failure_guard, init_distributed
+from gperc_core.errors import ConfigError
+from gperc_core.train.metrics import MetricAccumulator
+from gperc_core.train.trainer import Trainer, to_device
 
 IGNORE = -100
 
@@ -80,7 +80,7 @@ class DistributedTrainer(Trainer):
     """`Trainer` over a data-parallel and/or pipeline-parallel layout (see the module docstring).
 
     ``layout.pp_size == 1``: the model is wrapped in DDP over the world. Otherwise this rank holds
-    its pipeline stages (a `gperc_core.pipeline.PipelineHandle`, DDP over the replicas when there
+    its pipeline stages (a `gperc_core.parallel.pipeline.PipelineHandle`, DDP over the replicas when there
     are several) and the optimizer holds only their parameters.
     """
 
@@ -97,7 +97,7 @@ class DistributedTrainer(Trainer):
         probe = self.train_data.batch(torch.arange(1), trim=False)
         unused = probe.get("output_array") is not None  # then the learned output queries go unused
         if layout.pp_size > 1:
-            from .pipeline import build_pipeline, normalise_schedule
+            from gperc_core.parallel.pipeline import build_pipeline, normalise_schedule
 
             name = normalise_schedule(schedule)
             stages = layout.pp_size * stages_per_rank if name == "interleaved" else layout.pp_size
@@ -118,7 +118,7 @@ class DistributedTrainer(Trainer):
             finally:
                 self.model = full
         else:
-            from .distributed import wrap_ddp
+            from gperc_core.parallel.distributed import wrap_ddp
 
             self.microbatches = 1
             self.ddp = wrap_ddp(self.model, device=self.device, find_unused_parameters=unused)
@@ -127,7 +127,7 @@ class DistributedTrainer(Trainer):
     def _measured_costs(self) -> list[float]:
         """Per-block forward+backward seconds, timed by rank 0 on one training batch and shared with
         every rank (so every rank cuts the same stages)."""
-        from .pipeline import measure_block_times
+        from gperc_core.parallel.pipeline import measure_block_times
 
         box: list[Any] = [None]
         if self.ctx.rank == 0:
@@ -255,7 +255,7 @@ class DistributedTrainer(Trainer):
 
         When a `KeyboardInterrupt` (Ctrl-C, or torchrun's SIGTERM after a peer failed) is being handled,
         nothing is gathered: peers may be gone; the run resumes from its last checkpoint."""
-        from . import runs
+        from gperc_core.io import runs
 
         if isinstance(sys.exc_info()[1], KeyboardInterrupt):
             if self.is_main:
@@ -312,7 +312,7 @@ class DistributedTrainer(Trainer):
 def run(args: argparse.Namespace) -> int:
     """Run ``gperc train`` on this rank of a torchrun job: set up the process group and the layout,
     then train with `DistributedTrainer` through the ordinary ``train`` command. Returns its exit code."""
-    from .cli import train as train_cli
+    from gperc_core.cli import train as train_cli
 
     pp = int(args.pipeline_stages or 1)
     device = args.device if getattr(args, "device", None) not in (None, "auto") else None
@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
                     code = train_cli.run(args)
                 finally:
                     sys.stdout = stdout
-    from .distributed import shutdown
+    from gperc_core.parallel.distributed import shutdown
 
     shutdown()
     return code

@@ -22,96 +22,11 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from . import checkpoint as ckpt
-from . import runs
-from .errors import CheckpointError, ConfigError, TaskError
-from .metrics import MetricAccumulator, append_jsonl, classification_loss
-
-
-@dataclass
-class TrainingConfig:
-    """Trainer settings; a task card's ``[training]`` table and ``--set training.<name>=`` set them.
-
-    ``warmup_fraction`` of the total steps warms the learning rate up linearly, then it decays with a
-    cosine to ``lr * min_lr_ratio``; the total is ``epochs`` x steps per epoch (``max_steps`` only
-    stops early, so a stopped run resumes on the same schedule). ``bf16=None`` turns bf16 autocast on
-    where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
-    ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
-    every epoch and the end). ``log_every`` is the step interval of training-loss lines.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.0
-    max_steps: int | None = None
-    bf16: bool | None = None
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 1
-    log_every: int = 10
-    progress: bool = True
-
-    @classmethod
-    def field_types(cls) -> dict[str, tuple[type, ...]]:
-        """Return each field's declared Python types (``type(None)`` included for optional ones)."""
-        names = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
-        return {f.name: tuple(names[p.strip()] for p in str(f.type).split("|")) for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str = "training",
-                     base: "TrainingConfig | None" = None) -> "TrainingConfig":
-        """Build a config from ``values`` on top of ``base``; an unknown key or a value of the wrong
-        type is a `TaskError` naming ``where``, the key, the expected and the actual value."""
-        types = cls.field_types()
-        changes = {}
-        for key, value in values.items():
-            if key not in types:
-                raise TaskError(f"{where}.{key}: unknown training setting (expected one of {sorted(types)})")
-            declared = types[key]
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            if is_int and float in declared and int not in declared:
-                value = float(value)
-            ok = isinstance(value, declared) and (bool in declared or not isinstance(value, bool))
-            if not ok:
-                expected = " or ".join("None" if t is type(None) else t.__name__ for t in declared)
-                raise TaskError(f"{where}.{key}: expected {expected}, got {type(value).__name__} {value!r}")
-            changes[key] = value
-        config = dataclasses.replace(base or cls(), **changes)
-        config.validate(where)
-        return config
-
-    def validate(self, where: str = "training") -> "TrainingConfig":
-        """Check value ranges; raise `ConfigError` naming the field."""
-        for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
-        for name in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{where}.{name}: expected a positive integer or None, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr: expected a positive number, got {self.lr!r}")
-        for name in ("warmup_fraction", "min_lr_ratio", "label_smoothing"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{where}.{name}: expected a number in [0, 1], got {getattr(self, name)!r}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ConfigError(f"{where}.grad_clip / weight_decay: expected numbers >= 0, got "
-                              f"{self.grad_clip!r} / {self.weight_decay!r}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+from gperc_core.io import checkpoint as ckpt
+from gperc_core.io import runs
+from gperc_core.config.training import TrainingConfig
+from gperc_core.errors import CheckpointError, ConfigError, TaskError
+from gperc_core.train.metrics import MetricAccumulator, append_jsonl, classification_loss
 
 
 # --------------------------------------------------------------------- hardware
@@ -206,7 +121,7 @@ def evaluate_model(model: torch.nn.Module, data: Any, batch_size: int = 256, dev
 class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
 
-    ``task`` is a `gperc_core.tasks.Task` (anything with ``name``, ``card``, ``config``,
+    ``task`` is a `gperc_core.data.tasks.Task` (anything with ``name``, ``card``, ``config``,
     ``training``, ``build_model()``, ``split(name)`` and ``record()``). ``training`` replaces the
     task's `TrainingConfig`; ``model`` replaces ``task.build_model()``.
     """
@@ -349,7 +264,7 @@ class Trainer:
 
     def plot(self) -> Path | None:
         """Redraw ``curves.png`` from ``metrics.jsonl``; returns its path (``None`` when nothing to plot)."""
-        from .plotting import plot_curves
+        from gperc_core.train.plotting import plot_curves
 
         return plot_curves(self.out_dir / runs.METRICS_FILE, self.out_dir / runs.PLOT_FILE, title=self.task.name)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .metrics import read_jsonl
+from gperc_core.train.metrics import read_jsonl
 
 
 def plot_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path | None:

@@ -36,10 +36,10 @@ from typing import Any, Iterable, Sequence
 
 import pluggy
 
-from . import __version__ as CORE_VERSION
-from . import hookspecs
-from .errors import PluginError, TaskError
-from .specs import DatasetSpec, ModalitySpec
+from gperc_core._version import __version__ as CORE_VERSION
+from gperc_core.plugins import hookspecs
+from gperc_core.errors import PluginError, TaskError
+from gperc_core.plugins.specs import DatasetSpec, ModalitySpec
 
 __all__ = ["PluginManager", "PluginInfo", "PluginWarning", "AllowListWarning", "get_plugin_manager", "default_plugin_manager",
            "reset_default_plugin_manager", "plugin_manager_from_args", "check_core_requirement", "ENTRY_POINT_GROUP", "CORE_DISTRIBUTION"]

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError
+from gperc_core.errors import ConfigError
 
 DECODER_REDUCTIONS = ("mean", "max", "sum", "first", "last", "eot", None)
 INPUT_TYPES = ("raw", "tokens")

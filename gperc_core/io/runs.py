@@ -1,4 +1,4 @@
-"""Run folders and resumable training checkpoints, in the safe format of `gperc_core.checkpoint`.
+"""Run folders and resumable training checkpoints, in the safe format of `gperc_core.io.checkpoint`.
 
 A run folder written by the trainer holds::
 
@@ -28,8 +28,8 @@ from typing import Any, Mapping
 
 import torch
 
-from . import checkpoint as ckpt
-from .errors import CheckpointError
+from gperc_core.io import checkpoint as ckpt
+from gperc_core.errors import CheckpointError
 
 TASK_FILE = "task.json"
 METRICS_FILE = "metrics.jsonl"

@@ -1,0 +1,1 @@
+"""Data: task cards and the registry, tasks, datasets and collation."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, safetensors tensors, checkpoints and run folders."""

@@ -1,0 +1,1 @@
+"""Training: losses, metrics, the trainer and its plots."""
