@@ -1,0 +1,26 @@
+"""The public Python API behind the ``gperc`` command line: train, resume, evaluate, predict.
+
+The CLI is a thin shell over these functions; Python users call them directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "train": "gperc_core.api.training",
+    "resume": "gperc_core.api.training",
+    "evaluate": "gperc_core.api.evaluation",
+    "predict": "gperc_core.api.prediction",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gperc_core.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = list(_EXPORTS)
