@@ -10,19 +10,22 @@ TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
 DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite wordnet-base
 TASK ?= image/digits
 
-.PHONY: install test demo bench bench-tasks data clean
+.PHONY: install test docs demo bench bench-tasks data clean
 
 $(STAMP): pyproject.toml $(wildcard gperc_plugins/*/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]' $(foreach d,$(wildcard $(PLUGIN_DIRS)),-e '$(d)[test]')
+	$(PY) -m pip install -q -e '.[test,docs]' $(foreach d,$(wildcard $(PLUGIN_DIRS)),-e '$(d)[test]')
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 data:
 	@if [ "$$(id -u)" = "0" ]; then \
@@ -44,4 +47,4 @@ bench-tasks: $(STAMP) data
 	$(PY) bench/update_readme.py
 
 clean:
-	rm -rf $(VENV) .peers-venv runs .pytest_cache
+	rm -rf $(VENV) .peers-venv runs .pytest_cache site
