@@ -134,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--notes", type=Path, default=BENCH / "core_notes.md",
                    help="hand-written observations appended to the table (noise, profiles)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "bench.md",
-                   help="the README section (same table, second-level heading)")
+                   help="the docs site page (the same table; bench/update_readme.py rewrites it too)")
     return p.parse_args(argv)
 
 
@@ -202,7 +202,7 @@ def write_outputs(args: argparse.Namespace, core: dict, quiet: bool = False) -> 
     update_results(args.results, "core", core)
     args.table.write_text(markdown(core))
     args.docs.parent.mkdir(parents=True, exist_ok=True)
-    args.docs.write_text(markdown(core, level=2))
+    args.docs.write_text(markdown(core, level=1))
     if quiet:
         return
     for g in core["goals"]:

@@ -125,7 +125,7 @@ def _fmt(v, spec: str = "{:.2f}") -> str:
 
 def markdown(core: dict, level: int = 1) -> str:
     """Render the Markdown page (bench/core.md) for the "core" results; ``level`` is the level of
-    its top heading (2 for the README section docs/bench.md)."""
+    its top heading."""
     peaks = core.get("matmul_peak") or {}
     top, sub = "#" * level, "#" * (level + 1)
     lines = [f"{top} Core benchmark: one training step, gperc vs peer Perceivers", "",
