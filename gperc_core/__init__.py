@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     # parallel
     "build_pipeline": "gperc_core.parallel.pipeline", "PipelinePlan": "gperc_core.parallel.pipeline",
     "plan_stages": "gperc_core.parallel.pipeline",
+    # api (evaluate / predict)
+    "evaluate": "gperc_core.api.evaluation", "predict": "gperc_core.api.prediction",
 }
 
 

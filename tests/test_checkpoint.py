@@ -20,14 +20,14 @@ def _config(**kw):
 
 
 def test_round_trip_is_exact(tmp_path):
-    model = Perceiver(_config(seed=7, my_note="kept"))
+    model = Perceiver(_config(seed=7, share_weights=True))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
     model.save(tmp_path / "run")
     assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "model.safetensors"]
     loaded = Perceiver.from_pretrained(tmp_path / "run")
-    assert loaded.config == model.config and loaded.config.my_note == "kept"
+    assert loaded.config == model.config and loaded.config.share_weights is True
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     x = torch.randn(2, 16, 3)

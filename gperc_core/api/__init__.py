@@ -1,4 +1,5 @@
-"""The public Python API behind the ``gperc`` command line: train, resume, evaluate, predict.
+"""The public Python API behind the ``gperc`` command line: train, resume, evaluate, predict,
+and the listings known_tasks / installed_plugins.
 
 The CLI is a thin shell over these functions; Python users call them directly.
 """
@@ -13,6 +14,10 @@ _EXPORTS = {
     "resume": "gperc_core.api.training",
     "evaluate": "gperc_core.api.evaluation",
     "predict": "gperc_core.api.prediction",
+    "known_tasks": "gperc_core.api.catalog",
+    "installed_plugins": "gperc_core.api.catalog",
+    "load_run_model": "gperc_core.api.runs",
+    "open_run": "gperc_core.api.runs",
 }
 
 

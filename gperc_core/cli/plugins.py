@@ -30,14 +30,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plugin listing; returns 0 (a broken plugin is reported, not fatal)."""
-    from gperc_core.plugins.manager import AllowListWarning, PluginWarning, get_plugin_manager
+    from gperc_core.api.catalog import installed_plugins
+    from gperc_core.plugins.manager import AllowListWarning
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("ignore", PluginWarning)  # load errors are in the listing itself
-        warnings.simplefilter("always", AllowListWarning)  # a typo in --plugins is not
-        pm = get_plugin_manager(allow=getattr(args, "plugin_allow", None), block=getattr(args, "plugin_block", None),
-                                strict=False)
-        infos = [info.to_dict() for info in pm.plugins_info()]
+        warnings.simplefilter("always", AllowListWarning)
+        infos = installed_plugins(allow=getattr(args, "plugin_allow", None), block=getattr(args, "plugin_block", None))
     for warning in caught:
         if issubclass(warning.category, AllowListWarning):
             print(f"gperc: warning: {warning.message}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from gperc_core.errors import InputError
@@ -42,42 +43,24 @@ def parse_inputs(inputs: list[str], modalities: list[str]) -> list[dict[str, str
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict and print one line per input; returns 0."""
-    import torch
-
-    from gperc_core.cli.eval import load_run_model
+    """Predict with `gperc_core.api.prediction.predict` and print one line per input; returns 0."""
+    from gperc_core.api.prediction import predict
+    from gperc_core.io.runs import read_task_file
     from gperc_core.plugins.manager import plugin_manager_from_args
-    from gperc_core.io.runs import check_run_dir
-    from gperc_core.data.tasks import Task
-    from gperc_core.train.trainer import resolve_device
 
     if args.top < 1:
         raise InputError(f"--top: expected a positive integer, got {args.top}")
-    run_dir = check_run_dir(args.run_dir)
-    task = Task.from_run(run_dir, plugin_manager_from_args(args))
-    files = parse_inputs(args.inputs, task.modalities)
-    samples = [{m: task.read_file(m, path) for m, path in item.items()} for item in files]
-    device = resolve_device(args.device)
-    model, _ = load_run_model(run_dir, device=device)
-    batch = task.encode(samples)
-    from gperc_core.train.trainer import to_device
-
-    batch = to_device(batch, device)
-    model.eval()
-    with torch.no_grad():
-        probs = model(batch["input_array"], batch["attention_mask"], batch["output_array"]).float().softmax(-1)
-    names = task.class_names
-    for item, p in zip(args.inputs, probs):
-        if p.dim() == 1:
-            top = p.topk(min(args.top, p.shape[-1]))
-            preds = [{"class": int(i), "label": names[int(i)] if names and int(i) < len(names) else str(int(i)),
-                      "probability": round(float(v), 4)} for v, i in zip(top.values, top.indices)]
-            if args.json:
-                print(json.dumps({"input": item, "predictions": preds}))
-            else:
-                shown = ", ".join(f"{q['label']} ({q['probability']:.3f})" for q in preds)
-                print(f"{item}\t{shown}")
+    pm = plugin_manager_from_args(args)
+    modalities = list(read_task_file(args.run_dir)["card"]["modalities"])
+    files = [{m: Path(path) for m, path in item.items()} for item in parse_inputs(args.inputs, modalities)]
+    results = predict(args.run_dir, files, device=args.device, pm=pm, top_k=args.top)
+    for item, result in zip(args.inputs, results):
+        preds = result["predictions"]
+        if args.json:
+            print(json.dumps({"input": item, "predictions": preds}))
+        elif preds and isinstance(preds[0], dict):
+            shown = ", ".join(f"{q['label']} ({q['probability']:.3f})" for q in preds)
+            print(f"{item}\t{shown}")
         else:
-            ids = p.argmax(-1).tolist()
-            print(json.dumps({"input": item, "predictions": ids}) if args.json else f"{item}\t{' '.join(map(str, ids))}")
+            print(f"{item}\t{' '.join(map(str, preds))}")
     return 0

@@ -18,12 +18,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the matching tasks; returns 0, or 1 when none matches."""
+    from gperc_core.api.catalog import known_tasks
     from gperc_core.plugins.manager import plugin_manager_from_args
-    from gperc_core.data.tasks import describe_tasks
 
-    pm = plugin_manager_from_args(args)
-    pattern = args.pattern if any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"
-    rows = describe_tasks(pattern, pm)
+    rows = known_tasks(args.pattern, pm=plugin_manager_from_args(args))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0 if rows else 1

@@ -1,17 +1,32 @@
 """`PerceiverConfig`: every hyper-parameter of a Perceiver, with gperc's field names.
 
-The config validates itself on construction and on `validate()`, keeps unknown keyword
-arguments as attributes (gperc did), allows `config["name"]` access, and round-trips through
-JSON and TOML so that checkpoints and task cards can carry it.
+A config cannot be silently wrong:
+
+- its fields are declared (`PerceiverConfig.field_defaults`): an unknown keyword is a `ConfigError`
+  naming the closest field (``PerceiverConfig(latnt_dim=64)`` -> "did you mean 'latent_dim'?");
+- it validates on construction, on ``config.name = value`` and on ``config["name"] = value``; a
+  failed assignment raises and leaves the config unchanged;
+- it holds model hyper-parameters only. A modality's data options (image shape, patch size, MFCC
+  settings, ...) belong to the task options, not here; a plugin's config subclass (``ImageConfig``)
+  declares the extra fields of its gperc signature in `PerceiverConfig.extra_fields`.
+
+`from_dict` / `from_json` / `from_toml` read serialised configs: keys of `LEGACY_KEYS` (modality
+data that plugin configs of gperc-core 0.1 stored in ``config.json``) are dropped; any other unknown
+key is an error, or with ``strict=False`` (how checkpoints are read) dropped with a `ConfigWarning`.
+It allows `config["name"]` access, and round-trips through JSON and TOML so that checkpoints and
+task cards can carry it.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import json
 import math
 import tomllib
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator, Mapping
 
 from gperc_core.errors import ConfigError
 
@@ -52,7 +67,23 @@ _DEFAULTS: dict[str, Any] = {
     "cross_widening": None,
     "self_widening": None,
     "share_weights": False,
+    # a multimodal model (`gperc_core.model.fusion.ModalityFusion`): modality -> {input_len, input_dim,
+    # input_type, input_num_tokens}, and the probability that training hides a modality of a sample
+    "fusion": None,
+    "modality_dropout": 0.0,
 }
+
+LEGACY_KEYS = frozenset({
+    # ImageConfig, TextConfig, BinaryConfig and AudioConfig of gperc-core 0.1 stored these in config.json
+    "image_shape", "task", "num_bands", "representation", "patch_size", "vocab_size", "max_len", "seqlen",
+    "decoder_cross_attention", "sample_rate", "duration", "hop_length", "num_mfcc", "num_segments",
+    "num_channels", "samples_per_track", "samples_per_segment",
+})
+"""Keys a serialised config may carry that are not model fields; `PerceiverConfig.from_dict` drops them."""
+
+
+class ConfigWarning(UserWarning):
+    """A serialised config carried keys that were dropped (read with ``strict=False``)."""
 
 _INT_FIELDS = ("input_len", "input_dim", "latent_len", "latent_dim", "output_len", "output_dim",
                "ffw_latent", "ffw_output", "num_heads", "fourier_num_bands")
@@ -62,25 +93,51 @@ class PerceiverConfig:
     """Hyper-parameters of a `Perceiver`; gperc's fields plus position encodings, head counts
     and MLP widening per attention kind, and processor weight sharing.
 
-    Unknown keyword arguments are kept as attributes and survive serialisation.
+    An unknown keyword is a `ConfigError` naming the closest field; assignment validates.
     """
 
+    extra_fields: ClassVar[Mapping[str, Any]] = {}
+    """Fields a subclass adds (name -> default), e.g. ``ImageConfig``'s ``image_shape``; none here."""
+
     def __init__(self, **kwargs: Any) -> None:
-        values = dict(_DEFAULTS)
-        values.update(kwargs)
+        defaults = self.field_defaults()
+        for key in kwargs:
+            if key not in defaults:
+                raise ConfigError(_unknown(type(self).__name__, key, defaults))
+        values = {**copy.deepcopy(defaults), **kwargs}
         for key, value in values.items():
-            if isinstance(value, tuple):
-                value = list(value)
-            object.__setattr__(self, key, value)
+            object.__setattr__(self, key, list(value) if isinstance(value, tuple) else value)
         self.validate()
+
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """Return every field of this config class with its default: gperc's first, then additions."""
+        return {**_DEFAULTS, **cls.extra_fields}
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        """Set field ``key`` and validate; an unknown field or a bad value raises `ConfigError` and
+        leaves the config unchanged."""
+        if key not in self.field_defaults():
+            raise ConfigError(_unknown(type(self).__name__, key, self.field_defaults()))
+        old = self.__dict__[key]
+        object.__setattr__(self, key, list(value) if isinstance(value, tuple) else value)
+        try:
+            self.validate()
+        except ConfigError:
+            object.__setattr__(self, key, old)
+            raise
+
+    def __delattr__(self, key: str) -> None:
+        raise ConfigError(f"{key}: a config field cannot be deleted; set it to a value instead")
 
     # ----------------------------------------------------------------- mapping access
     def __getitem__(self, key: str) -> Any:
-        if not hasattr(self, key):
-            raise KeyError(f"PerceiverConfig has no field {key!r}")
-        return getattr(self, key)
+        if key not in self.__dict__:
+            raise KeyError(_unknown(type(self).__name__, key, self.__dict__))
+        return self.__dict__[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        """``config[key] = value``: the same as ``config.key = value`` (validated)."""
         setattr(self, key, value)
 
     def __contains__(self, key: object) -> bool:
@@ -102,10 +159,15 @@ class PerceiverConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
     def replace(self, **changes: Any) -> "PerceiverConfig":
-        """Return a validated copy with ``changes`` applied."""
-        values = self.to_dict()
-        values.update(changes)
-        return PerceiverConfig(**values)
+        """Return a validated copy (of the same class) with the fields ``changes`` applied."""
+        fields = self.field_defaults()
+        for key in changes:
+            if key not in fields:
+                raise ConfigError(_unknown(type(self).__name__, key, fields))
+        new = copy.deepcopy(self)
+        for key, value in changes.items():
+            object.__setattr__(new, key, list(value) if isinstance(value, tuple) else value)
+        return new.validate()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PerceiverConfig) and self.to_dict() == other.to_dict()
@@ -115,6 +177,24 @@ class PerceiverConfig:
         return f"PerceiverConfig({body})"
 
     # ----------------------------------------------------------------- serialisation
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = True) -> "PerceiverConfig":
+        """Build a config from a plain dict (e.g. a parsed ``config.json``); missing keys take defaults.
+
+        Keys of `LEGACY_KEYS` that are not fields of ``cls`` are dropped. Any other unknown key is a
+        `ConfigError` naming the closest field, or with ``strict=False`` dropped with a `ConfigWarning`.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config: expected a mapping of field -> value, got {type(data).__name__}")
+        fields = cls.field_defaults()
+        unknown = [k for k in data if k not in fields and k not in LEGACY_KEYS]
+        if unknown and strict:
+            raise ConfigError(_unknown(cls.__name__, unknown[0], fields))
+        if unknown:
+            warnings.warn(f"{cls.__name__}: dropped keys that are not config fields: {unknown}", ConfigWarning,
+                          stacklevel=2)
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
     def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
         """Return the config as JSON text, also writing it to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, sort_keys=False)
@@ -123,15 +203,15 @@ class PerceiverConfig:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "PerceiverConfig":
-        """Build a config from JSON text or from the path of a JSON file."""
+    def from_json(cls, text_or_path: str | Path, *, strict: bool = True) -> "PerceiverConfig":
+        """Build a config from JSON text or from the path of a JSON file (see `from_dict`)."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
             text = Path(text_or_path).read_text()
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ConfigError(f"config JSON: expected an object, got {type(data).__name__}")
-        return cls(**data)
+        return cls.from_dict(data, strict=strict)
 
     def to_toml(self, path: str | Path | None = None) -> str:
         """Return the config as TOML text (``None`` fields are left out), also writing it to ``path``."""
@@ -143,12 +223,12 @@ class PerceiverConfig:
         return text
 
     @classmethod
-    def from_toml(cls, text_or_path: str | Path) -> "PerceiverConfig":
-        """Build a config from TOML text or from the path of a TOML file (missing keys take defaults)."""
+    def from_toml(cls, text_or_path: str | Path, *, strict: bool = True) -> "PerceiverConfig":
+        """Build a config from TOML text or from the path of a TOML file (see `from_dict`)."""
         text = str(text_or_path)
         if "=" not in text:
             text = Path(text_or_path).read_text()
-        return cls(**tomllib.loads(text))
+        return cls.from_dict(tomllib.loads(text), strict=strict)
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -263,7 +343,32 @@ class PerceiverConfig:
         for name in ("decoder_residual", "decoder_projection", "share_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        self._validate_fusion()
         return self
+
+    def _validate_fusion(self) -> None:
+        """Check the types of ``fusion`` and ``modality_dropout`` (`gperc_core.model.fusion.fusion_spec`
+        checks each modality's entry)."""
+        fusion = self.fusion
+        if fusion is not None and (not isinstance(fusion, Mapping) or not fusion):
+            raise ConfigError(f"fusion: expected None or a table modality -> {{input_len, input_dim, input_type, "
+                              f"input_num_tokens}}, got {fusion!r}")
+        dropout = self.modality_dropout
+        values = dropout.items() if isinstance(dropout, Mapping) else [("", dropout)]
+        for modality, p in values:
+            if modality and modality not in (fusion or {}):
+                raise ConfigError(f"modality_dropout.{modality}: expected one of the fused modalities "
+                                  f"{list(fusion or {})}")
+            if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+                raise ConfigError(f"modality_dropout: expected a number in [0, 1) or a table modality -> number, "
+                                  f"got {dropout!r}")
+
+
+def _unknown(owner: str, key: object, fields: Mapping[str, Any]) -> str:
+    """The message for an unknown field ``key``: the closest field, or the list of fields."""
+    close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(fields)}"
+    return f"{key}: expected a field of {owner}, got an unknown name ({hint})"
 
 
 def _positive_int(name: str, value: Any) -> None:

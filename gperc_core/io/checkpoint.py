@@ -119,7 +119,10 @@ def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
 
 
 def read_config(directory: str | Path) -> PerceiverConfig:
-    """Read ``config.json`` of a checkpoint folder into a `PerceiverConfig`."""
+    """Read ``config.json`` of a checkpoint folder into a `PerceiverConfig`.
+
+    Lenient, so that every checkpoint written by gperc-core 0.1 loads: `LEGACY_KEYS` (plugin configs'
+    data options) are dropped, other keys that are not fields are dropped with a `ConfigWarning`."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: expected a checkpoint folder with {CONFIG_FILE}, found none")
@@ -127,7 +130,7 @@ def read_config(directory: str | Path) -> PerceiverConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    return PerceiverConfig(**data)
+    return PerceiverConfig.from_dict(data, strict=False)
 
 
 def load_model(directory: str | Path, model_cls: type, map_location: str | torch.device = "cpu"):

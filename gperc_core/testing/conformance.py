@@ -9,13 +9,15 @@ The plugin supplies the samples, so no real dataset is needed: ``make_samples(mo
 a few raw samples of ``modality`` (ideally of different sizes), ``options(modality)`` the
 per-modality task options its hooks read.
 
-Checks, per plugin: it loads without error; every modality, dataset and task card it registers is
-stamped with its name; its task cards pass the registry schema and name registered datasets. Per modality it registers: its per-modality hooks return ``None`` for a
+Checks, per plugin: it loads without error; every modality, dataset and task card its hooks return
+leaves ``plugin`` unset or names the plugin itself (read from the hooks' raw return values, since the
+manager re-stamps what it collects) and is held by the manager stamped with its name; its task cards pass the registry schema and name registered datasets. Per modality it registers: its per-modality hooks return ``None`` for a
 modality that is not theirs; the tokenizer (if any) has a positive ``vocab_size`` and encodes to
 ids inside it; every sample becomes an `InputArray` of the declared kind (float ``[m, c]`` with one
 ``c`` for ``input_type="raw"``, integer ids ``[m]`` below the vocabulary size for ``"tokens"``), with
 a bool ``[m]`` mask and a float ``[o, e]`` output array if any; the fixed output array (if any) is
-``[o, output_dim]``; collation with and without sentinels gives tensors of the right shapes; and a
+``[o, output_dim]``; collation with and without sentinels gives tensors of the right shapes, each
+sample's array at the start of its row and a bool mask True exactly on its real elements; and a
 small `Perceiver` sized from the batch gives finite logits, the same with extra padding.
 """
 
@@ -34,7 +36,8 @@ from gperc_core.plugins.manager import PluginManager, PluginWarning, get_plugin_
 from gperc_core.model.sentinels import is_mask_sentinel, is_output_sentinel
 from gperc_core.plugins.specs import InputArray, ModalitySpec, Tokenizer
 
-__all__ = ["ConformanceError", "run_conformance", "conformance_manager", "check_registration", "check_task_card",
+__all__ = ["ConformanceError", "run_conformance", "conformance_manager", "check_registration", "check_stamps",
+           "check_task_card",
            "check_foreign_modality",
            "check_tokenizer", "check_input_arrays", "check_output_array", "check_collation", "check_forward",
            "FOREIGN_MODALITY", "OUTPUT_DIM"]
@@ -85,6 +88,7 @@ def check_registration(pm: PluginManager, plugin: str) -> list[ModalitySpec]:
         if spec.input_type not in ("raw", "tokens"):
             raise _fail(plugin, spec.name, "registration",
                         f"ModalitySpec.input_type: expected 'raw' or 'tokens', got {spec.input_type!r}")
+    check_stamps(pm, plugin)
     for kind, items in (("modalities", pm.modalities.values()), ("datasets", pm.datasets.values())):
         for item in items:
             if item.plugin != plugin:
@@ -98,6 +102,36 @@ def check_registration(pm: PluginManager, plugin: str) -> list[ModalitySpec]:
             raise _fail(plugin, None, "stamping", f"task {card.get('name')!r} is stamped {card.get('plugin')!r}")
         check_task_card(pm, plugin, card)
     return modalities
+
+
+_REGISTRATION_HOOKS = (("gperc_register_modalities", "modality"), ("gperc_register_datasets", "dataset"),
+                       ("gperc_register_tasks", "task"))
+
+
+def check_stamps(pm: PluginManager, plugin: str) -> None:
+    """Check what the plugin's registration hooks themselves return: an item may leave ``plugin``
+    unset (the manager stamps it) or set it to the plugin's own name, never to another name, and the
+    manager must hold every item stamped with this plugin.
+
+    The manager overwrites ``plugin`` when it collects, so this reads the hooks' raw return values.
+    """
+    collected = {"modality": pm.modalities, "dataset": pm.datasets,
+                 "task": {card["name"]: card for card in pm.task_cards}}
+    for hook_name, kind in _REGISTRATION_HOOKS:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if impl.plugin_name != plugin:
+                continue
+            for item in impl.function() or ():
+                name = item.get("name") if isinstance(item, Mapping) else getattr(item, "name", None)
+                claimed = item.get("plugin") if isinstance(item, Mapping) else getattr(item, "plugin", None)
+                if claimed is not None and claimed != plugin:
+                    raise _fail(plugin, None, "stamping", f"{kind} {name!r} is stamped {claimed!r} by the plugin "
+                                f"itself; leave 'plugin' unset or set it to {plugin!r}")
+                held = collected[kind].get(name)
+                owner = None if held is None else (held.get("plugin") if isinstance(held, Mapping) else held.plugin)
+                if owner != plugin:
+                    raise _fail(plugin, None, "stamping", f"{kind} {name!r} is registered by the plugin but the "
+                                f"manager holds it stamped {owner!r}")
 
 
 def check_task_card(pm: PluginManager, plugin: str, card: Mapping[str, Any]) -> None:
@@ -232,6 +266,7 @@ def check_collation(pm: PluginManager, plugin: str, modality: str, arrays: Seque
     elif not (is_mask_sentinel(mask) and mask.shape == (b,)) and tuple(mask.shape) != (b, m):
         raise _fail(plugin, modality, check, f"attention_mask: expected [{b}, {m}] or the [{b}] sentinel, got "
                     f"{tuple(mask.shape)}")
+    _check_batch_content(plugin, modality, check, arrays, x, mask)
     out = batch.get("output_array")
     if out is None:
         if sentinels:
@@ -240,6 +275,22 @@ def check_collation(pm: PluginManager, plugin: str, modality: str, arrays: Seque
         raise _fail(plugin, modality, check, f"output_array: expected [{b}, o, e] or the [{b}] sentinel, got "
                     f"{tuple(out.shape)}")
     return dict(batch)
+
+
+def _check_batch_content(plugin: str, modality: str, check: str, arrays: Sequence[InputArray], x: torch.Tensor,
+                         mask: torch.Tensor | None) -> None:
+    """Check each sample's array sits at the start of its row and the mask marks exactly its real elements."""
+    real_mask = mask is not None and not is_mask_sentinel(mask)
+    if real_mask and mask.dtype != torch.bool:
+        raise _fail(plugin, modality, check, f"attention_mask: expected a bool tensor, got {mask.dtype}")
+    for i, a in enumerate(arrays):
+        n = a.array.shape[0]
+        if not torch.equal(x[i, :n].to(a.array.dtype), a.array):
+            raise _fail(plugin, modality, check, f"input_array[{i}, :{n}]: expected sample {i}'s array, got other values")
+        expected = a.mask if a.mask is not None else torch.ones(n, dtype=torch.bool)
+        if real_mask and (not torch.equal(mask[i, :n], expected) or bool(mask[i, n:].any())):
+            raise _fail(plugin, modality, check, f"attention_mask[{i}]: expected True on the sample's {n} real "
+                        f"elements (its own mask where it has one) and False on the padding")
 
 
 def _small_config(batch: Mapping[str, Any], fixed_output: torch.Tensor | None, tokenizer: Tokenizer | None,

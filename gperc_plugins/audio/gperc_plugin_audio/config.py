@@ -42,11 +42,15 @@ class AudioConfig(PerceiverConfig):
         num_segments: segments a track is cut into (one sample per segment).
         num_channels: audio channels (1 mono, 2 stereo).
         latent_len, latent_dim, n_classes: as in `PerceiverConfig`.
-        **kwargs: any other `PerceiverConfig` field or extra attribute.
+        **kwargs: any other `PerceiverConfig` field (an unknown name is a `ConfigError`).
 
     The derived fields (``input_len``, ``input_dim``, ``output_len``, ``output_dim``, ``n_classes``,
     ``decoder_residual``, ``decoder_projection``) override ``kwargs``, as in gperc.
     """
+
+    extra_fields = {name: None for name in ("sample_rate", "duration", "hop_length", "num_mfcc", "num_segments",
+                                            "num_channels", "samples_per_track", "samples_per_segment",
+                                            "decoder_cross_attention")}
 
     def __init__(self, sample_rate: int, duration: int | float, hop_length: int, num_mfcc: int,
                  num_segments: int, num_channels: int, latent_len: int, latent_dim: int, n_classes: int,

@@ -28,11 +28,15 @@ def test_arithmetic_matches_gperc():
     assert isinstance(config, PerceiverConfig)
 
 
-def test_derived_fields_override_kwargs_and_extras_survive_json():
-    config = make(input_len=3, num_layers=3, my_note="x")
+def test_derived_fields_override_kwargs_and_fields_survive_json():
+    config = make(input_len=3, num_layers=3)
     assert config.input_len == 16 * 13 and config.num_layers == 3
-    again = PerceiverConfig.from_json(config.to_json())
-    assert again.input_len == config.input_len and again.num_mfcc == 13 and again.my_note == "x"
+    again = AudioConfig.from_json(config.to_json())
+    assert again == config and again.num_mfcc == 13
+    plain = PerceiverConfig.from_json(config.to_json())  # the audio settings are no model fields: dropped
+    assert plain.input_len == config.input_len and "num_mfcc" not in plain
+    with pytest.raises(ConfigError, match="my_note: expected a field of AudioConfig"):
+        make(my_note="x")
 
 
 @pytest.mark.parametrize("field, value", [("sample_rate", 0), ("hop_length", -1), ("num_mfcc", 1.5),

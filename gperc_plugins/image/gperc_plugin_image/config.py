@@ -34,6 +34,9 @@ class ImageConfig(PerceiverConfig):
     computed value, so ``ImageConfig.from_json(config.to_json())`` round-trips.
     """
 
+    extra_fields = {"image_shape": None, "task": "classification", "num_bands": None, "representation": "pixels",
+                    "patch_size": 4}
+
     def __init__(self, image_shape: Sequence[int], latent_len: int, latent_dim: int, n_classes: int,
                  decoder_reduction: str | None = "mean", ffw_ratio: float = 1.0, task: str = "classification",
                  **kwargs: Any) -> None:

@@ -28,6 +28,8 @@ class TextConfig(PerceiverConfig):
     decoder_reduction="mean"`` for sequence classification).
     """
 
+    extra_fields = {"vocab_size": None, "max_len": None}
+
     def __init__(self, latent_dim: int, vocab_size: int, max_len: int, latent_frac: float = 0.25,
                  ffw_ratio: float = 1.0, **kwargs: Any) -> None:
         for name, value in (("latent_dim", latent_dim), ("vocab_size", vocab_size), ("max_len", max_len)):
@@ -58,6 +60,8 @@ class BinaryConfig(PerceiverConfig):
     ``Collator(pad_to=seqlen)``) and needs ``n_classes``; ``task=None`` predicts a byte per position
     (``decoder_reduction=None``, ``decoder_residual=True``, ``n_classes = vocab_size``).
     """
+
+    extra_fields = {"seqlen": None, "vocab_size": None, "task": "classification", "decoder_cross_attention": None}
 
     def __init__(self, seqlen: int, vocab_size: int, latent_dim: int, latent_frac: float = 0.1,
                  n_classes: int | None = None, ffw_ratio: float = 1.0, task: str | None = "classification",

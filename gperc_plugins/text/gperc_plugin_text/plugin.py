@@ -84,3 +84,14 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     if isinstance(sample, dict) and MODALITY in sample:
         sample = sample[MODALITY]
     return text_input_array(sample, TextOptions(options))
+
+
+@hookimpl
+def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool) -> Any:
+    """Text batches: token ids padded to the batch's longest in whole-batch tensor operations
+    (`gperc_plugin_text.collate.TextCollator`)."""
+    if modality != MODALITY:
+        return None
+    from .collate import text_collator
+
+    return text_collator(options, sentinels)

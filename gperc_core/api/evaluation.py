@@ -1,0 +1,40 @@
+"""`evaluate`: the metrics of a trained run folder on a split of its task (``gperc eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def evaluate(run_dir: str | Path, *, split: str | None = None, checkpoint: bool = False, device: str = "auto",
+             pm: Any = None) -> dict[str, Any]:
+    """Evaluate the run folder ``run_dir`` (written by `gperc_core.api.train` / ``gperc train``).
+
+    Args:
+        run_dir: the run folder.
+        split: the dataset split; default the task card's eval split.
+        checkpoint: evaluate the latest resumable checkpoint instead of the final model (the
+            checkpoint is used anyway when the run has no final model yet).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device name.
+        pm: the plugin manager to rebuild the task with; default the installed plugins.
+
+    Returns:
+        ``{"task": name, "split": split, "source": folder the weights came from (str),
+        "baseline": the card's baseline table or None, **metrics}`` where the metrics are those of
+        `gperc_core.train.trainer.evaluate_model` (``loss``, ``accuracy``, ``samples``, ...).
+        bf16 autocast follows the run's ``training.bf16`` (auto when unset).
+
+    Raises:
+        `InputError` / `CheckpointError` for a folder that is not a run or holds no model,
+        `TaskError` for an unknown split, `PluginError` when the task's plugins are missing.
+    """
+    from gperc_core.api.runs import open_run
+    from gperc_core.train.trainer import auto_bf16, evaluate_model
+
+    run = open_run(run_dir, checkpoint=checkpoint, device=device, pm=pm)
+    task = run.task
+    split = split or task.card.eval_split
+    bf16 = auto_bf16(run.device, run.model.config) if task.training.bf16 is None else task.training.bf16
+    metrics = evaluate_model(run.model, task.split(split), task.training.eval_batch_size, run.device, bf16)
+    return {"task": task.name, "split": split, "source": str(run.source), "baseline": task.card.baseline or None,
+            **metrics}
