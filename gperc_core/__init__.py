@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "gperc_core.plugins.hookspecs", "hookspec": "gperc_core.plugins.hookspecs",
     "DatasetSpec": "gperc_core.plugins.specs", "InputArray": "gperc_core.plugins.specs",
     "ModalitySpec": "gperc_core.plugins.specs", "Tokenizer": "gperc_core.plugins.specs",
+    "Option": "gperc_core.plugins.specs", "PositionGrid": "gperc_core.plugins.specs",
+    "packaged_task_cards": "gperc_core.plugins.cards",
     "get_plugin_manager": "gperc_core.plugins.manager", "PluginManager": "gperc_core.plugins.manager",
     # model (the seed API)
     "Block": "gperc_core.models", "Embeddings": "gperc_core.models", "EncoderBlock": "gperc_core.models",
@@ -80,7 +82,8 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.parallel.pipeline import PipelinePlan, build_pipeline, plan_stages
     from gperc_core.plugins.hookspecs import hookimpl, hookspec
     from gperc_core.plugins.manager import PluginManager, get_plugin_manager
-    from gperc_core.plugins.specs import DatasetSpec, InputArray, ModalitySpec, Tokenizer
+    from gperc_core.plugins.cards import packaged_task_cards
+    from gperc_core.plugins.specs import DatasetSpec, InputArray, ModalitySpec, Option, PositionGrid, Tokenizer
     from gperc_core.train.trainer import Trainer
 
 __all__ = ["__version__", *_EXPORTS]
