@@ -10,7 +10,7 @@ from gperc_core.errors import ConfigError, InputError, TaskError
 from gperc_core.model.fusion import fused_config, load_any_model
 from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
 
-from taskfakes import FakePlugin, fake_pm
+from taskfakes import CharTokenizer, FakePlugin, fake_pm
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +96,18 @@ def test_options_reach_the_plugin_hooks(pm):
         __name__ = "spy"
 
         @hookimpl
-        def gperc_input_array(self, modality, sample, options):
-            seen.append(dict(options))
-            return super().gperc_input_array(modality, sample, options)
+        def gperc_input_array(self, modality, sample, options, tokenizer):
+            seen.append((dict(options), tokenizer))
+            return super().gperc_input_array(modality, sample, options, tokenizer)
 
     from gperc_core.plugins.manager import get_plugin_manager
 
     spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
     create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
                                               "training.max_eval_samples": 5})
-    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" in s for s in seen)
+    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" not in s for s, _ in seen)
+    # the tokenizer is its own hook argument: the one gperc_tokenizer built on the training corpus
+    assert all(isinstance(t, CharTokenizer) for _, t in seen) and len({id(t) for _, t in seen}) == 1
 
 
 def test_pair_by_target_is_deterministic_and_label_consistent():

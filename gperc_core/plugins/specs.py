@@ -67,6 +67,17 @@ def as_option(spec: Any) -> Option:
     raise TypeError(f"expected an Option (or a description string), got {type(spec).__name__} {spec!r}")
 
 
+def dataclass_options(cls: type, help: Mapping[str, str], types: Mapping[str, type | tuple[type, ...]],
+                      choices: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Option]:
+    """Return one `Option` per field of the options dataclass ``cls`` (its fields' defaults, so the
+    plugin's defaults live in one place), with ``help`` / ``types`` / ``choices`` per field name."""
+    from dataclasses import fields
+
+    defaults = cls()
+    return {f.name: Option(types[f.name], getattr(defaults, f.name), help[f.name], (choices or {}).get(f.name))
+            for f in fields(cls)}
+
+
 @dataclass(frozen=True)
 class PositionGrid:
     """The index grid of an input array's elements, declared by the plugin so the model (not the
