@@ -198,3 +198,79 @@ def test_batches_trim_padding(pm):
     batch = data.batch(short)
     assert batch["input_array"].shape[1] == int(lengths[short].max())
     assert data.batch(short, trim=False)["input_array"].shape[1] == 8
+
+
+# --------------------------------------------------------------------- declared, typed options
+class TypedPlugin(FakePlugin):
+    """The fake plugin with declared options: typed ones on ``blob``, the old description form on ``seq``."""
+
+    __name__ = "typed"
+
+    @hookimpl
+    def gperc_register_modalities(self):
+        from gperc_core import ModalitySpec, Option
+
+        from taskfakes import read_blob_file
+
+        return [ModalitySpec("blob", "2-D point clouds", read_file=read_blob_file, options={
+                    "scale": Option(float, 1.0, "multiply the points"),
+                    "mode": Option(str, "plain", "how to read them", choices=("plain", "centred")),
+                    "limit": Option(int, None, "keep at most this many points")}),
+                ModalitySpec("seq", "letter strings", input_type="tokens", options={"flavour": "old-style description"})]
+
+
+@pytest.fixture(scope="module")
+def typed_pm():
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    return get_plugin_manager(plugins=[TypedPlugin()], entry_points=False, strict=True)
+
+
+QUICK_DATA = {"training.max_train_samples": 12, "training.max_eval_samples": 6}
+
+
+def test_declared_defaults_are_filled_in(typed_pm):
+    task = create_task("blob/blobs", pm=typed_pm, **QUICK_DATA)
+    assert task.options["blob"] == {"scale": 1.0, "mode": "plain"}          # no default: absent
+    task = create_task("blob/blobs", pm=typed_pm, **{"options.blob.scale": 2, "options.blob.limit": 5}, **QUICK_DATA)
+    assert task.options["blob"] == {"scale": 2, "mode": "plain", "limit": 5}   # an int is a float
+
+
+@pytest.mark.parametrize("key, fragment", [
+    ("options.blob.scael", "options.blob.scael: unknown option of modality 'blob' (did you mean 'scale'? "
+                           "known options: limit, mode, scale)"),
+    ("options.seq.flavor", "options.seq.flavor: unknown option of modality 'seq' (did you mean 'flavour'? "
+                           "known options: flavour)"),
+])
+def test_an_unknown_option_is_an_error_with_a_did_you_mean(typed_pm, key, fragment):
+    name = "blob/blobs" if ".blob." in key else "seq/letters"
+    with pytest.raises(TaskError) as err:
+        create_task(name, pm=typed_pm, **{key: 2})
+    assert fragment in str(err.value)
+
+
+def test_an_unknown_option_of_a_card_names_the_card(typed_pm):
+    from gperc_core.data.registry import find_card
+
+    card = find_card("blob/blobs", typed_pm)
+    card.options = {"blob": {"scal": 2.0}}
+    with pytest.raises(TaskError, match=r"plugin:typed: options\.blob\.scal: unknown option of modality 'blob' "
+                                        r"\(did you mean 'scale'\?"):
+        create_task("blob/blobs", pm=typed_pm, card=card)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("big", "options.blob.scale: expected float, got str 'big'"),
+    (True, "options.blob.scale: expected float, got bool True"),
+])
+def test_an_option_of_the_wrong_type_is_an_error(typed_pm, value, fragment):
+    with pytest.raises(TaskError) as err:
+        create_task("blob/blobs", pm=typed_pm, **{"options.blob.scale": value})
+    assert fragment in str(err.value)
+    with pytest.raises(TaskError, match=r"options\.blob\.mode: expected one of \['plain', 'centred'\], got 'odd'"):
+        create_task("blob/blobs", pm=typed_pm, **{"options.blob.mode": "odd"})
+
+
+def test_a_plugin_declaring_no_options_keeps_its_options_unchecked(pm):
+    task = create_task("blob/blobs", pm=pm, **{"options.blob.anything": 1}, **QUICK_DATA)
+    assert task.options["blob"] == {"anything": 1}
