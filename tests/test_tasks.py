@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gperc_core import ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
+from gperc_core import InputArray, ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
 from gperc_core.errors import ConfigError, InputError, TaskError
 from gperc_core.model.fusion import fused_config, load_any_model
 from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
@@ -274,3 +274,34 @@ def test_an_option_of_the_wrong_type_is_an_error(typed_pm, value, fragment):
 def test_a_plugin_declaring_no_options_keeps_its_options_unchecked(pm):
     task = create_task("blob/blobs", pm=pm, **{"options.blob.anything": 1}, **QUICK_DATA)
     assert task.options["blob"] == {"anything": 1}
+
+
+# --------------------------------------------------------------------- declared position grids
+class GridPlugin(FakePlugin):
+    """The fake plugin whose blobs are cut to 4 points on a declared 1-D grid (no position channels)."""
+
+    __name__ = "grid"
+
+    @hookimpl
+    def gperc_input_array(self, modality, sample, options, tokenizer):
+        from gperc_core import PositionGrid
+
+        if modality == "blob":
+            return InputArray(array=torch.as_tensor(sample[:4], dtype=torch.float32),
+                              position=PositionGrid(shape=(4,), num_bands=2))
+        return super().gperc_input_array(modality, sample, options, tokenizer)
+
+
+def test_a_declared_grid_becomes_the_models_fourier_features():
+    from gperc_core import fourier_features
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    grid_pm = get_plugin_manager(plugins=[GridPlugin()], entry_points=False, strict=True)
+    single = create_task("blob/blobs", pm=grid_pm, **QUICK_DATA)
+    assert (single.config.input_dim, single.config.input_pos_enc, single.config.input_pos_shape) == (2, "fourier", [4])
+    assert single.split("test").batch(torch.arange(3))["input_array"].shape == (3, 4, 2)
+    fused = create_task("multi/blob-seq", pm=grid_pm, **QUICK_DATA)
+    assert fused.config.fusion["blob"]["input_dim"] == 2 + 5           # the fused model reads the features
+    blob = fused.split("test").batch(torch.arange(3))["input_array"]["blob"]
+    assert blob.shape == (3, 4, 7) and torch.equal(blob[0, :, 2:], fourier_features((4,), 2))
+    assert fused.build_model()(fused.split("test").batch(torch.arange(3))["input_array"]).shape[0] == 3
