@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "gperc_core.plugins.hookspecs", "hookspec": "gperc_core.plugins.hookspecs",
     "DatasetSpec": "gperc_core.plugins.specs", "InputArray": "gperc_core.plugins.specs",
     "ModalitySpec": "gperc_core.plugins.specs", "Tokenizer": "gperc_core.plugins.specs",
+    "Option": "gperc_core.plugins.specs", "PositionGrid": "gperc_core.plugins.specs",
+    "packaged_task_cards": "gperc_core.plugins.cards",
     "get_plugin_manager": "gperc_core.plugins.manager", "PluginManager": "gperc_core.plugins.manager",
     # model (the seed API)
     "Block": "gperc_core.models", "Embeddings": "gperc_core.models", "EncoderBlock": "gperc_core.models",
@@ -39,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "mask_sentinel": "gperc_core.model.sentinels", "output_sentinel": "gperc_core.model.sentinels",
     "is_mask_sentinel": "gperc_core.model.sentinels", "is_output_sentinel": "gperc_core.model.sentinels",
     "resolve_mask": "gperc_core.model.sentinels", "resolve_output_array": "gperc_core.model.sentinels",
+    "IGNORE_INDEX": "gperc_core.model.sentinels",
     # data
     "Collator": "gperc_core.data.collate", "collate": "gperc_core.data.collate",
     "TaskCard": "gperc_core.data.registry", "load_registry": "gperc_core.data.registry",
@@ -75,14 +78,15 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.errors import CheckpointError, ConfigError, GpercError, InputError, PluginError, TaskError
     from gperc_core.model.fusion import ModalityFusion
     from gperc_core.model.position import fourier_features
-    from gperc_core.model.sentinels import (MASK_SENTINEL, OUTPUT_SENTINEL, is_mask_sentinel, is_output_sentinel,
+    from gperc_core.model.sentinels import (IGNORE_INDEX, MASK_SENTINEL, OUTPUT_SENTINEL, is_mask_sentinel, is_output_sentinel,
                                             mask_sentinel, output_sentinel, resolve_mask, resolve_output_array)
     from gperc_core.models import (Block, DecoderBlock, Embeddings, EncoderBlock, Perceiver, ProcessorBlock,
                                    build_position_encoding, get_distributed_model)
     from gperc_core.parallel.pipeline import PipelinePlan, build_pipeline, plan_stages
     from gperc_core.plugins.hookspecs import hookimpl, hookspec
     from gperc_core.plugins.manager import PluginManager, get_plugin_manager
-    from gperc_core.plugins.specs import DatasetSpec, InputArray, ModalitySpec, Tokenizer
+    from gperc_core.plugins.cards import packaged_task_cards
+    from gperc_core.plugins.specs import DatasetSpec, InputArray, ModalitySpec, Option, PositionGrid, Tokenizer
     from gperc_core.train.trainer import Trainer
 
 __all__ = ["__version__", *_EXPORTS]

@@ -120,11 +120,11 @@ class FakePlugin:
         return CharTokenizer(corpus)
 
     @hookimpl
-    def gperc_input_array(self, modality, sample, options):
+    def gperc_input_array(self, modality, sample, options, tokenizer):
         if modality == "blob":
             return InputArray(array=torch.as_tensor(sample, dtype=torch.float32))
         if modality == "seq":
-            return InputArray(array=torch.tensor(options["tokenizer"].encode(sample), dtype=torch.long))
+            return InputArray(array=torch.tensor(tokenizer.encode(sample), dtype=torch.long))
         return None
 
 

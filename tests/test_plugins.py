@@ -162,7 +162,7 @@ def test_entry_point_plugin_loads_with_its_distribution(fakes):
     info = {i.name: i for i in pm.plugins_info()}["fakegood"]
     assert (info.distribution, info.version, info.module) == ("gperc-fake-good", "1.0", "gperc_fake_good")
     assert "gperc_input_array" in info.hooks and info.registered["tasks"] == ["fakevec/sign"]
-    array = pm.hook.gperc_input_array(modality="fakevec", sample=[1.0, -2.0], options={})
+    array = pm.hook.gperc_input_array(modality="fakevec", sample=[1.0, -2.0], options={}, tokenizer=None)
     assert array.array.shape == (2, 2) and array.target.tolist() == [1, 0]
 
 

@@ -17,7 +17,6 @@ description = "toy"
 modalities = ["toy"]
 dataset = "blobs"
 objective = "classification"
-metrics = ["accuracy"]
 baseline = { accuracy = 0.5, method = "chance" }
 [options.toy]
 scale = 2
@@ -44,8 +43,40 @@ def test_shipped_cards_are_valid():
     assert len(cards) == len(card_files())
     for name, card in cards.items():
         assert card.name == name and "/" in name and card.modalities
-    assert "multimodal/av-digits" in cards
+    assert set(cards) == {"multimodal/av-digits"}      # the core keeps only the cards that combine plugins
     assert cards["multimodal/av-digits"].multimodal
+
+
+def test_plugins_ship_their_cards_and_every_indexed_task_is_shipped():
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    pm = get_plugin_manager(allow=["image", "audio", "text", "graph"], strict=True)
+    cards = load_registry(pm)
+    assert cards["image/digits"].plugin == "image" and cards["image/digits"].source == "plugin:image"
+    assert cards["graph/mutag"].plugin == "graph" and cards["audio/spoken-digits"].plugin == "audio"
+    indexed = {task: entry.name for entry in load_index() for task in entry.tasks}
+    shipped = {name: card.plugin for name, card in cards.items() if card.plugin is not None}
+    assert indexed == shipped                 # the index names every card the plugins ship, and only those
+
+
+def test_a_known_task_whose_plugin_is_missing_names_the_install_line():
+    from gperc_core.data.tasks import describe_tasks, find_card
+
+    from taskfakes import fake_pm
+
+    with pytest.raises(TaskError, match=r"'image/digits' comes from the 'image' plugin, which is not installed: "
+                                        r"pip install gperc-plugin-image"):
+        find_card("image/digits", fake_pm())
+    rows = {r["name"]: r for r in describe_tasks("*", fake_pm())}
+    assert rows["image/digits"]["installed"] is False
+    assert rows["image/digits"]["install"] == "pip install gperc-plugin-image"
+    assert rows["multimodal/av-digits"]["install"] == "pip install gperc-plugin-audio && pip install gperc-plugin-image"
+    assert rows["blob/blobs"]["installed"] is True and rows["blob/blobs"]["install"] is None
+
+
+def test_the_removed_metrics_key_of_old_records_is_ignored():
+    card = validate_card({"name": "x/y", "modalities": ["x"], "dataset": "d", "metrics": ["accuracy"]}, "old task.json")
+    assert "metrics" not in card.to_dict() and not hasattr(card, "metrics")
 
 
 def test_good_card_loads(tmp_path):
@@ -99,7 +130,7 @@ def test_plugin_card_duplicate_names_both_sources(tmp_path):
 
 def test_plugin_cards_are_validated_and_stamped():
     card = validate_card({"name": "x/y", "modalities": ["x"], "dataset": "d", "plugin": "p"}, "plugin:p")
-    assert card.objective == "classification" and card.metrics == ["accuracy"]
+    assert card.objective == "classification" and (card.train_split, card.eval_split) == ("train", "test")
     with pytest.raises(TaskError, match="plugin:p: name"):
         validate_card({"name": "xy", "modalities": ["x"], "dataset": "d"}, "plugin:p")
 

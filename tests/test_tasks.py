@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gperc_core import ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
+from gperc_core import InputArray, ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
 from gperc_core.errors import ConfigError, InputError, TaskError
 from gperc_core.model.fusion import fused_config, load_any_model
 from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
 
-from taskfakes import FakePlugin, fake_pm
+from taskfakes import CharTokenizer, FakePlugin, fake_pm
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +96,18 @@ def test_options_reach_the_plugin_hooks(pm):
         __name__ = "spy"
 
         @hookimpl
-        def gperc_input_array(self, modality, sample, options):
-            seen.append(dict(options))
-            return super().gperc_input_array(modality, sample, options)
+        def gperc_input_array(self, modality, sample, options, tokenizer):
+            seen.append((dict(options), tokenizer))
+            return super().gperc_input_array(modality, sample, options, tokenizer)
 
     from gperc_core.plugins.manager import get_plugin_manager
 
     spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
     create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
                                               "training.max_eval_samples": 5})
-    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" in s for s in seen)
+    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" not in s for s, _ in seen)
+    # the tokenizer is its own hook argument: the one gperc_tokenizer built on the training corpus
+    assert all(isinstance(t, CharTokenizer) for _, t in seen) and len({id(t) for _, t in seen}) == 1
 
 
 def test_pair_by_target_is_deterministic_and_label_consistent():
@@ -196,3 +198,110 @@ def test_batches_trim_padding(pm):
     batch = data.batch(short)
     assert batch["input_array"].shape[1] == int(lengths[short].max())
     assert data.batch(short, trim=False)["input_array"].shape[1] == 8
+
+
+# --------------------------------------------------------------------- declared, typed options
+class TypedPlugin(FakePlugin):
+    """The fake plugin with declared options: typed ones on ``blob``, the old description form on ``seq``."""
+
+    __name__ = "typed"
+
+    @hookimpl
+    def gperc_register_modalities(self):
+        from gperc_core import ModalitySpec, Option
+
+        from taskfakes import read_blob_file
+
+        return [ModalitySpec("blob", "2-D point clouds", read_file=read_blob_file, options={
+                    "scale": Option(float, 1.0, "multiply the points"),
+                    "mode": Option(str, "plain", "how to read them", choices=("plain", "centred")),
+                    "limit": Option(int, None, "keep at most this many points")}),
+                ModalitySpec("seq", "letter strings", input_type="tokens", options={"flavour": "old-style description"})]
+
+
+@pytest.fixture(scope="module")
+def typed_pm():
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    return get_plugin_manager(plugins=[TypedPlugin()], entry_points=False, strict=True)
+
+
+QUICK_DATA = {"training.max_train_samples": 12, "training.max_eval_samples": 6}
+
+
+def test_declared_defaults_are_filled_in(typed_pm):
+    task = create_task("blob/blobs", pm=typed_pm, **QUICK_DATA)
+    assert task.options["blob"] == {"scale": 1.0, "mode": "plain"}          # no default: absent
+    task = create_task("blob/blobs", pm=typed_pm, **{"options.blob.scale": 2, "options.blob.limit": 5}, **QUICK_DATA)
+    assert task.options["blob"] == {"scale": 2, "mode": "plain", "limit": 5}   # an int is a float
+
+
+@pytest.mark.parametrize("key, fragment", [
+    ("options.blob.scael", "options.blob.scael: unknown option of modality 'blob' (did you mean 'scale'? "
+                           "known options: limit, mode, scale)"),
+    ("options.seq.flavor", "options.seq.flavor: unknown option of modality 'seq' (did you mean 'flavour'? "
+                           "known options: flavour)"),
+])
+def test_an_unknown_option_is_an_error_with_a_did_you_mean(typed_pm, key, fragment):
+    name = "blob/blobs" if ".blob." in key else "seq/letters"
+    with pytest.raises(TaskError) as err:
+        create_task(name, pm=typed_pm, **{key: 2})
+    assert fragment in str(err.value)
+
+
+def test_an_unknown_option_of_a_card_names_the_card(typed_pm):
+    from gperc_core.data.registry import find_card
+
+    card = find_card("blob/blobs", typed_pm)
+    card.options = {"blob": {"scal": 2.0}}
+    with pytest.raises(TaskError, match=r"plugin:typed: options\.blob\.scal: unknown option of modality 'blob' "
+                                        r"\(did you mean 'scale'\?"):
+        create_task("blob/blobs", pm=typed_pm, card=card)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("big", "options.blob.scale: expected float, got str 'big'"),
+    (True, "options.blob.scale: expected float, got bool True"),
+])
+def test_an_option_of_the_wrong_type_is_an_error(typed_pm, value, fragment):
+    with pytest.raises(TaskError) as err:
+        create_task("blob/blobs", pm=typed_pm, **{"options.blob.scale": value})
+    assert fragment in str(err.value)
+    with pytest.raises(TaskError, match=r"options\.blob\.mode: expected one of \['plain', 'centred'\], got 'odd'"):
+        create_task("blob/blobs", pm=typed_pm, **{"options.blob.mode": "odd"})
+
+
+def test_a_plugin_declaring_no_options_keeps_its_options_unchecked(pm):
+    task = create_task("blob/blobs", pm=pm, **{"options.blob.anything": 1}, **QUICK_DATA)
+    assert task.options["blob"] == {"anything": 1}
+
+
+# --------------------------------------------------------------------- declared position grids
+class GridPlugin(FakePlugin):
+    """The fake plugin whose blobs are cut to 4 points on a declared 1-D grid (no position channels)."""
+
+    __name__ = "grid"
+
+    @hookimpl
+    def gperc_input_array(self, modality, sample, options, tokenizer):
+        from gperc_core import PositionGrid
+
+        if modality == "blob":
+            return InputArray(array=torch.as_tensor(sample[:4], dtype=torch.float32),
+                              position=PositionGrid(shape=(4,), num_bands=2))
+        return super().gperc_input_array(modality, sample, options, tokenizer)
+
+
+def test_a_declared_grid_becomes_the_models_fourier_features():
+    from gperc_core import fourier_features
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    grid_pm = get_plugin_manager(plugins=[GridPlugin()], entry_points=False, strict=True)
+    single = create_task("blob/blobs", pm=grid_pm, **QUICK_DATA)
+    assert (single.config.input_dim, single.config.input_pos_enc, single.config.input_pos_shape) == (2, "fourier", [4])
+    assert single.split("test").batch(torch.arange(3))["input_array"].shape == (3, 4, 2)
+    fused = create_task("multi/blob-seq", pm=grid_pm, **QUICK_DATA)
+    assert fused.config.fusion["blob"]["input_dim"] == 2 + 5           # the fused model reads the features
+    blob = fused.split("test").batch(torch.arange(3))["input_array"]["blob"]
+    assert blob.shape == (3, 4, 7) and torch.equal(blob[0, :, 2:], fourier_features((4,), 2))
+    assert fused.build_model()(fused.split("test").batch(torch.arange(3))["input_array"]).shape[0] == 3

@@ -18,6 +18,10 @@ MASK_SENTINEL: int = -69
 OUTPUT_SENTINEL: int = -420
 """Value of an output-array sentinel: "this batch has no output array"."""
 
+IGNORE_INDEX: int = -100
+"""Target value of a position without a label: the loss and the metrics skip it (padding of dense
+targets, unmasked positions of masked-token tasks, the rows a distributed step pads with)."""
+
 
 def mask_sentinel(batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Return the ``[batch_size]`` tensor that stands for "no attention mask"."""

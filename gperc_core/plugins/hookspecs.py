@@ -10,8 +10,11 @@ implementation returns ``None`` for a modality that is not its own, so the first
 the modality answers.
 
 ``options`` is always a plain dict: the per-modality options of the task card (``[options.<name>]``
-table) with the task's overrides applied; after the tokenizer hook has run, the core adds the
-tokenizer under ``options["tokenizer"]``.
+table) with the task's overrides applied and the defaults of the modality's declared `Option`s
+filled in; only declared option names reach a hook (an unknown name is a `TaskError` before any
+hook runs). ``tokenizer`` is the modality's tokenizer (the ``gperc_tokenizer`` hook's result, or
+``None``), passed as its own argument to the hooks that encode samples; it never rides in
+``options``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pluggy
 
-from gperc_core.plugins.specs import Collator, DatasetSpec, InputArray, ModalitySpec, Tokenizer
+from gperc_core.plugins.specs import Collator, DatasetSpec, InputArray, ModalitySpec, Option, PositionGrid, Tokenizer
 
 if TYPE_CHECKING:  # the contract imports no torch at run time
     import torch
@@ -54,10 +57,11 @@ def gperc_register_datasets() -> list[DatasetSpec]:
 
 @hookspec
 def gperc_register_tasks() -> list[dict[str, Any]]:
-    """Return task cards this plugin adds, as dicts with the schema of ``registry/*.toml``.
+    """Return task cards this plugin adds, as dicts with the schema of ``registry/schema.toml``.
 
-    Called once when the registry is built. Cards are validated like the shipped ones; a task name
-    that already exists is an error naming both owners.
+    Called once when the registry is built. A plugin ships its cards as TOML package data and
+    returns `gperc_core.plugins.cards.packaged_task_cards` of that folder. Cards are validated
+    like the core's; a task name that already exists is an error naming both owners.
     """
 
 
@@ -73,13 +77,16 @@ def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any
 
 
 @hookspec(firstresult=True)
-def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
+def gperc_input_array(modality: str, sample: Any, options: dict[str, Any],
+                      tokenizer: Tokenizer | None) -> InputArray | None:
     """Turn one raw sample of ``modality`` into an `InputArray`, or return ``None`` if the modality
     is not this plugin's.
 
+    ``tokenizer`` is the modality's tokenizer from ``gperc_tokenizer`` (``None`` if it has none).
     The array is float ``[m, c]`` for raw modalities or integer token ids ``[m]`` for token
     modalities, optionally with a bool ``[m]`` mask, a per-sample output (query) array ``[o, e]``,
-    and a replacement target. Bad samples raise `gperc_core.InputError` naming the plugin, the
+    a replacement target, and a `PositionGrid` (``position``) when the elements lie on a grid whose
+    Fourier features the model should add (the array then carries no position channels). Bad samples raise `gperc_core.InputError` naming the plugin, the
     argument, what was expected and what came.
     """
 
@@ -93,9 +100,12 @@ def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) 
 
 
 @hookspec(firstresult=True)
-def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool) -> Collator | None:
+def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool,
+                   tokenizer: Tokenizer | None) -> Collator | None:
     """Return a callable that batches a list of `InputArray` into a batch dict, or ``None`` to use the
     core's `gperc_core.data.collate.Collator` (or if the modality is not this plugin's).
+
+    ``tokenizer`` is the modality's tokenizer (``None`` if it has none), e.g. for its padding id.
 
     With ``sentinels=True`` absent masks and output arrays are emitted as the ``[batch]`` sentinel
     tensors of `gperc_core.model.sentinels` instead of ``None`` (DataLoader workers, pipelines, export).
@@ -113,4 +123,4 @@ HOOK_NAMES = (
 )
 
 __all__ = ["PROJECT", "hookspec", "hookimpl", "HOOK_NAMES", "ModalitySpec", "DatasetSpec", "InputArray",
-           "Tokenizer", "Collator"]
+           "Option", "PositionGrid", "Tokenizer", "Collator"]

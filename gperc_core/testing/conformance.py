@@ -155,9 +155,9 @@ def check_foreign_modality(pm: PluginManager, plugin: str) -> None:
     """Check every per-modality hook answers ``None`` for a modality the plugin does not own."""
     calls = {
         "gperc_tokenizer": dict(options={}, corpus=None),
-        "gperc_input_array": dict(sample=None, options={}),
+        "gperc_input_array": dict(sample=None, options={}, tokenizer=None),
         "gperc_output_array": dict(options={}, output_dim=OUTPUT_DIM),
-        "gperc_collator": dict(options={}, sentinels=False),
+        "gperc_collator": dict(options={}, sentinels=False, tokenizer=None),
     }
     for hook, kwargs in calls.items():
         result = getattr(pm.hook, hook)(modality=FOREIGN_MODALITY, **kwargs)
@@ -169,7 +169,8 @@ def check_foreign_modality(pm: PluginManager, plugin: str) -> None:
 # --------------------------------------------------------------------- per modality
 def check_tokenizer(pm: PluginManager, plugin: str, modality: str, samples: Sequence[Any],
                     options: dict[str, Any]) -> Tokenizer | None:
-    """Build the modality's tokenizer (if any) on ``samples``, check it, and add it to ``options``."""
+    """Build the modality's tokenizer (if any) on ``samples`` and check it; returns it (the hooks get it as
+    their ``tokenizer`` argument, never inside ``options``)."""
     tokenizer = pm.hook.gperc_tokenizer(modality=modality, options=dict(options), corpus=list(samples))
     if tokenizer is None:
         return None
@@ -185,7 +186,6 @@ def check_tokenizer(pm: PluginManager, plugin: str, modality: str, samples: Sequ
                             f"{ids[:16]}")
             if not isinstance(tokenizer.decode(ids), str):
                 raise _fail(plugin, modality, "tokenizer", "decode(ids) must return a str")
-    options["tokenizer"] = tokenizer
     return tokenizer
 
 
@@ -195,7 +195,7 @@ def check_input_arrays(pm: PluginManager, plugin: str, spec: ModalitySpec, sampl
     arrays: list[InputArray] = []
     modality = spec.name
     for i, sample in enumerate(samples):
-        result = pm.hook.gperc_input_array(modality=modality, sample=sample, options=options)
+        result = pm.hook.gperc_input_array(modality=modality, sample=sample, options=options, tokenizer=tokenizer)
         if not isinstance(result, InputArray):
             raise _fail(plugin, modality, "input array", f"samples[{i}]: expected an InputArray, got "
                         f"{type(result).__name__}")
@@ -244,9 +244,10 @@ def check_output_array(pm: PluginManager, plugin: str, modality: str, options: d
 
 
 def check_collation(pm: PluginManager, plugin: str, modality: str, arrays: Sequence[InputArray],
-                    options: dict[str, Any], sentinels: bool) -> dict[str, Any]:
+                    options: dict[str, Any], sentinels: bool, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
     """Collate ``arrays`` with the plugin's collator (or the core's) and check the batch's shapes."""
-    collator: Callable = pm.hook.gperc_collator(modality=modality, options=options, sentinels=sentinels) \
+    collator: Callable = pm.hook.gperc_collator(modality=modality, options=options, sentinels=sentinels,
+                                                tokenizer=tokenizer) \
         or Collator(sentinels=sentinels)
     batch = collator(list(arrays))
     b = len(arrays)
@@ -391,8 +392,8 @@ def check_modality(pm: PluginManager, plugin: str, spec: ModalitySpec, make_samp
     tokenizer = check_tokenizer(pm, plugin, modality, samples, opts)
     arrays = check_input_arrays(pm, plugin, spec, samples, opts, tokenizer)
     fixed = check_output_array(pm, plugin, modality, opts)
-    sentinel_batch = check_collation(pm, plugin, modality, arrays, opts, sentinels=True)
-    batch = check_collation(pm, plugin, modality, arrays, opts, sentinels=False)
+    sentinel_batch = check_collation(pm, plugin, modality, arrays, opts, sentinels=True, tokenizer=tokenizer)
+    batch = check_collation(pm, plugin, modality, arrays, opts, sentinels=False, tokenizer=tokenizer)
     check_forward(plugin, modality, arrays, batch, fixed, tokenizer, sentinel_batch)
     return ["tokenizer", "input arrays", "output array", "collation (sentinels=True)",
             "collation (sentinels=False)", "forward"]

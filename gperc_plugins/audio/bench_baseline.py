@@ -16,7 +16,7 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--card", default=str(Path(__file__).resolve().parents[2] / "registry/audio/spoken-digits.toml"))
+    parser.add_argument("--card", default=str(Path(__file__).resolve().parent / "gperc_plugin_audio/tasks/spoken-digits.toml"))
     parser.add_argument("--test-voice", default=None, help="held-out flite voice (default: the card's)")
     args = parser.parse_args()
     from sklearn.linear_model import LogisticRegression

@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from gperc_core import ConfigError
+from gperc_core import ConfigError, Option
+from gperc_core.plugins.specs import dataclass_options
 
 from . import PLUGIN_NAME
 
@@ -38,21 +39,40 @@ REPRESENTATIONS = ("logmel", "mfcc", "raw")
 LAYOUTS = ("frames", "gperc")
 
 OPTION_DOCS: dict[str, str] = {
-    "representation": "logmel (default), mfcc, or raw samples with Fourier position features",
-    "layout": "frames (default: [frames, C*bins]) or gperc (mfcc only: [frames*num_mfcc, C])",
-    "sample_rate": "Hz every clip is resampled to (default 16000)",
+    "representation": "logmel, mfcc, or raw samples with Fourier position features",
+    "layout": "frames ([frames, C*bins]) or gperc (mfcc only: [frames*num_mfcc, C])",
+    "sample_rate": "Hz every clip is resampled to",
     "duration": "seconds every clip is padded/cropped to; 0 keeps each clip's length",
-    "hop_length": "STFT hop in samples (default 160)",
-    "n_fft": "STFT window in samples (default 400)",
-    "n_mels": "mel bins (default 40)",
-    "num_mfcc": "MFCC coefficients (default 13)",
+    "hop_length": "STFT hop in samples",
+    "n_fft": "STFT window in samples",
+    "n_mels": "mel bins",
+    "num_mfcc": "MFCC coefficients",
     "fourier_bands": "Fourier bands of time features per element (default 16 raw, 0 frames)",
-    "mono": "mix channels down to one (default true)",
+    "mono": "mix channels down to one",
     "num_channels": "expected channels after mixing (default 1 when mono)",
-    "trim": "cut leading and trailing silence (default false)",
-    "trim_threshold": "silence threshold as a fraction of the peak (default 0.02)",
-    "normalize": "scale each clip to peak 1 (default true)",
-    "cmvn": "standardise frames: true/'clip' per clip (default), 'bin' per feature bin, false: off",
+    "trim": "cut leading and trailing silence",
+    "trim_threshold": "silence threshold as a fraction of the peak",
+    "normalize": "scale each clip to peak 1",
+    "cmvn": "standardise frames: true/'clip' per clip, 'bin' per feature bin, false: off",
+}
+
+_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "representation": str, "layout": str, "sample_rate": int, "duration": float, "hop_length": int, "n_fft": int,
+    "n_mels": int, "num_mfcc": int, "fourier_bands": int, "mono": bool, "num_channels": int, "trim": bool,
+    "trim_threshold": float, "normalize": bool, "cmvn": (bool, str),
+}
+_CHOICES: dict[str, tuple[Any, ...]] = {"representation": REPRESENTATIONS, "layout": LAYOUTS}
+
+DATASET_OPTIONS: dict[str, Option] = {
+    "test_voice": Option(str, None, "spoken-digits: the held-out flite voice of the test split (default rms)"),
+    "train_flite_voices": Option(list, None, "spoken-digits: flite voices of the train split (default kal16, awb, slt)"),
+    "cache_dir": Option(str, None, "spoken-digits: where the clips are synthesised (default $GPERC_CACHE/spoken-digits)"),
+    "root": Option(str, None, "audio-folder: folder of <label>/<file>.wav (or <split>/<label>/<file>.wav)"),
+    "test_fraction": Option(float, None, "audio-folder: share of files in the test split without split folders "
+                            "(default 0.2)"),
+    **{name: Option(list, None, f"spoken-digits synthesis plan: {name}") for name in (
+        "digits", "espeak_accents", "espeak_variants", "espeak_speeds", "espeak_pitches", "flite_voices",
+        "flite_stretches", "flite_pitches")},
 }
 
 
@@ -136,3 +156,9 @@ class AudioOptions:
 
 def _bad(name: str, expected: str, got: Any) -> None:
     raise ConfigError(f"{PLUGIN_NAME} plugin: options[{name!r}]: expected {expected}, got {got!r}")
+
+
+def declared_options() -> dict[str, Option]:
+    """The audio modality's declared options: every `AudioOptions` field (its type, default and
+    `OPTION_DOCS` line) plus the dataset keys of `DATASET_OPTIONS`."""
+    return {**dataclass_options(AudioOptions, OPTION_DOCS, _OPTION_TYPES, _CHOICES), **DATASET_OPTIONS}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl
+from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl, packaged_task_cards
 
 from . import PLUGIN_NAME
 from .datasets import load_audio_folder, load_spoken_digits
-from .options import OPTION_DOCS
+from .options import declared_options
 from .synth import INSTALL_HINT
 
 MODALITY = "audio"
@@ -17,7 +17,7 @@ MODALITY = "audio"
 @hookimpl
 def gperc_register_modalities() -> list[ModalitySpec]:
     """Register the ``audio`` modality (raw float arrays)."""
-    return [ModalitySpec(name=MODALITY, input_type="raw", options=dict(OPTION_DOCS), read_file=read_file,
+    return [ModalitySpec(name=MODALITY, input_type="raw", options=declared_options(), read_file=read_file,
                          description="waveforms as log-mel / MFCC frames or raw samples with Fourier features")]
 
 
@@ -44,6 +44,12 @@ def gperc_register_datasets() -> list[DatasetSpec]:
 
 
 @hookimpl
+def gperc_register_tasks() -> list[dict[str, Any]]:
+    """The audio task cards shipped in ``gperc_plugin_audio/tasks/*.toml``."""
+    return packaged_task_cards("gperc_plugin_audio")
+
+
+@hookimpl
 def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
     """Turn one audio sample (path, array, ``(array, rate)`` or dict) into its input array."""
     if modality != MODALITY:
@@ -56,4 +62,4 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     return InputArray(array=to_array(prepare_waveform(sample, opts), opts))
 
 
-__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_input_array", "PLUGIN_NAME"]
+__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array", "PLUGIN_NAME"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, hookimpl
+from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, hookimpl, packaged_task_cards
 
 from . import PLUGIN_NAME
 from .datasets import GRAKEL_HINT, load_karate, load_mutag, load_tu_folder
-from .tokens import OPTION_DOCS
+from .tokens import declared_options
 
 MODALITY = "graph"
 _READERS = {".graphml": "read_graphml", ".gml": "read_gml", ".edgelist": "read_edgelist",
@@ -38,7 +38,7 @@ def read_file(path: str) -> Any:
 @hookimpl
 def gperc_register_modalities() -> list[ModalitySpec]:
     """Register the ``graph`` modality (raw float token arrays)."""
-    return [ModalitySpec(name=MODALITY, input_type="raw", options=dict(OPTION_DOCS), read_file=read_file,
+    return [ModalitySpec(name=MODALITY, input_type="raw", options=declared_options(), read_file=read_file,
                          description="nodes (and optionally edges) as tokens with Laplacian / random-walk "
                                      "position encodings")]
 
@@ -61,6 +61,12 @@ def gperc_register_datasets() -> list[DatasetSpec]:
 
 
 @hookimpl
+def gperc_register_tasks() -> list[dict[str, Any]]:
+    """The graph task cards shipped in ``gperc_plugin_graph/tasks/*.toml``."""
+    return packaged_task_cards("gperc_plugin_graph")
+
+
+@hookimpl
 def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
     """Turn one graph (networkx, PyG-style, dict or `Graph`) into its token array (and node queries)."""
     if modality != MODALITY:
@@ -72,4 +78,4 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     return graph_input_array(to_graph(sample, opts.label_key), opts)
 
 
-__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_input_array", "read_file"]
+__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array", "read_file"]

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from gperc_core import ConfigError, InputArray, InputError
+from gperc_core import ConfigError, InputArray, InputError, Option
+from gperc_core.plugins.specs import dataclass_options
 
 from . import PLUGIN_NAME
 from .encodings import ENCODINGS, position_encoding
@@ -40,6 +41,26 @@ OPTION_DOCS: dict[str, str] = {
     "output_dim": "zero-pad the node queries to this width (default: the token width)",
     "label_key": "networkx node/edge attribute holding integer labels (default 'label')",
 }
+
+_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "node_feature_dim": int,
+    "edge_feature_dim": int, "degree": bool, "edge_tokens": bool, "node_queries": bool, "output_dim": int,
+    "label_key": str,
+}
+
+DATASET_OPTIONS: dict[str, Option] = {
+    "root": Option(str, None, "tu-folder: the TU-format folder (mutag: its own copy by default)"),
+    "name": Option(str, None, "tu-folder: the dataset prefix DS of DS_A.txt (default: found in root)"),
+    "num_folds": Option(int, None, "stratified folds of the split (default per dataset)"),
+    "fold": Option(int, None, "the fold held out as the test split (default 0)"),
+    "split_seed": Option(int, None, "seed of the stratified folds (default 0)"),
+}
+
+
+def declared_options() -> dict[str, Option]:
+    """The graph modality's declared options: every `GraphOptions` field plus the dataset keys."""
+    return {**dataclass_options(GraphOptions, OPTION_DOCS, _OPTION_TYPES, {"position": tuple(ENCODINGS)}),
+            **DATASET_OPTIONS}
 
 
 @dataclass(frozen=True)

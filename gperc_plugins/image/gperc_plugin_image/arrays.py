@@ -1,4 +1,7 @@
-"""Images to Perceiver input arrays: validation, pixels or patches, Fourier position features.
+"""Images to Perceiver input arrays: validation, pixels or patches, and their position grid.
+
+The arrays carry no position channels: the plugin declares each array's grid (`ArrayOptions.grid`,
+a `PositionGrid`) and the model computes its Fourier features once.
 
 Every function here is pure (no plugin manager, no I/O) so it can be tested and reused on its own.
 """
@@ -12,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from gperc_core import InputError, TaskError, fourier_features
+from gperc_core import InputError, PositionGrid, TaskError, fourier_features
 from gperc_core.errors import describe
 
 from . import PLUGIN
@@ -80,12 +83,11 @@ def feature_channels(num_axes: int, num_bands: int) -> int:
     return num_axes * (2 * int(num_bands) + 1)
 
 
-def pixel_array(image: torch.Tensor, num_bands: int = DEFAULT_NUM_BANDS,
-                max_resolution: Sequence[float] | None = None) -> torch.Tensor:
-    """Return ``[H*W, C + 2 * (2 * num_bands + 1)]``: each pixel's channels then its Fourier features."""
+def pixel_array(image: torch.Tensor) -> torch.Tensor:
+    """Return ``[H*W, C]``: each pixel's channels, row-major. The position features are the model's
+    (Fourier features of the ``(H, W)`` grid, see `ArrayOptions.grid`), not stored per sample."""
     h, w, c = image.shape
-    feats = position_features((h, w), num_bands, max_resolution)
-    return torch.cat([image.reshape(h * w, c), feats], dim=1)
+    return image.reshape(h * w, c)
 
 
 def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
@@ -93,18 +95,15 @@ def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
     return math.ceil(height / patch_size), math.ceil(width / patch_size)
 
 
-def patch_array(image: torch.Tensor, patch_size: int = DEFAULT_PATCH_SIZE, num_bands: int = DEFAULT_NUM_BANDS,
-                max_resolution: Sequence[float] | None = None) -> torch.Tensor:
-    """Return ``[rows*cols, p*p*C + 2 * (2 * num_bands + 1)]``: non-overlapping ``p x p`` patches in
-    row-major order (the image is zero-padded on the bottom and right to whole patches), each
-    flattened (row, column, channel) and followed by the Fourier features of its place in the grid."""
+def patch_array(image: torch.Tensor, patch_size: int = DEFAULT_PATCH_SIZE) -> torch.Tensor:
+    """Return ``[rows*cols, p*p*C]``: non-overlapping ``p x p`` patches in row-major order (the image is
+    zero-padded on the bottom and right to whole patches), each flattened (row, column, channel).
+    The position features are the model's (Fourier features of the ``(rows, cols)`` grid)."""
     h, w, c = image.shape
     p = int(patch_size)
     rows, cols = patch_grid(h, w, p)
     padded = torch.nn.functional.pad(image, (0, 0, 0, cols * p - w, 0, rows * p - h))
-    patches = padded.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
-    feats = position_features((rows, cols), num_bands, max_resolution)
-    return torch.cat([patches, feats], dim=1)
+    return padded.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
 
 
 class ArrayOptions:
@@ -149,17 +148,25 @@ class ArrayOptions:
         return image
 
     def array(self, image: torch.Tensor) -> torch.Tensor:
-        """Return the input array of a checked image in this representation."""
+        """Return the input array of a checked image in this representation (no position channels)."""
         if self.representation == "patches":
-            return patch_array(image, self.patch_size, self.num_bands, self.max_resolution)
-        return pixel_array(image, self.num_bands, self.max_resolution)
+            return patch_array(image, self.patch_size)
+        return pixel_array(image)
+
+    def grid(self, height: int, width: int) -> PositionGrid:
+        """Return the position grid of an ``height x width`` image's elements: ``(H, W)`` pixels or
+        ``(rows, cols)`` patches, with ``num_bands`` and ``max_resolution``; the model adds its
+        Fourier features (``feature_channels(2, num_bands)`` channels per element)."""
+        shape = patch_grid(height, width, self.patch_size) if self.representation == "patches" else (height, width)
+        res = tuple(float(r) for r in self.max_resolution) if self.max_resolution is not None else None
+        return PositionGrid(shape=tuple(int(s) for s in shape), num_bands=int(self.num_bands), max_resolution=res)
 
     def geometry(self, height: int, width: int, channels: int) -> tuple[int, int]:
         """Return ``(m, c)``: the input array shape of an ``height x width x channels`` image."""
         if self.representation == "patches":
             rows, cols = patch_grid(height, width, self.patch_size)
-            return rows * cols, self.patch_size ** 2 * channels + feature_channels(2, self.num_bands)
-        return height * width, channels + feature_channels(2, self.num_bands)
+            return rows * cols, self.patch_size ** 2 * channels
+        return height * width, channels
 
 
 def _positive(name: str, value: Any) -> int:

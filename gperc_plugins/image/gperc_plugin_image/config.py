@@ -20,9 +20,10 @@ class ImageConfig(PerceiverConfig):
     - ``image_shape`` is ``[H, W, C]``; ``input_len = H * W``.
     - ``input_dim``: by default ``C`` (gperc's arithmetic: the model reads ``[b, H*W, C]`` and adds
       its own position encoding, trainable as in gperc). With ``num_bands=K`` it matches this
-      plugin's input arrays instead: ``C + 2 * (2K + 1)`` (pixels already carry Fourier
-      features, so ``input_pos_enc`` becomes ``"none"``); with ``representation="patches"`` and
-      ``patch_size=p`` it is ``p*p*C + 2 * (2K + 1)`` over ``ceil(H/p) * ceil(W/p)`` patches.
+      plugin's input arrays instead: ``C`` channels per pixel and ``input_pos_enc="fourier"`` over
+      ``input_pos_shape=[H, W]`` with ``fourier_num_bands=K`` (the model adds the ``2 * (2K + 1)``
+      Fourier channels); with ``representation="patches"`` and ``patch_size=p`` it is ``p*p*C`` over
+      the ``[ceil(H/p), ceil(W/p)]`` patch grid.
     - ``output_dim = latent_dim``; ``ffw_latent = int(ffw_ratio * latent_dim)``,
       ``ffw_output = int(ffw_ratio * output_dim)``; ``decoder_residual = False``.
     - ``task="classification"``: one output query, reduced by ``decoder_reduction``.
@@ -70,7 +71,8 @@ class ImageConfig(PerceiverConfig):
             except TaskError as exc:
                 raise ConfigError(str(exc).replace("options[", "ImageConfig[")) from None
             values["input_len"], values["input_dim"] = geometry.geometry(h, w, c)
-            values.update(input_pos_enc="none", num_bands=num_bands, representation=representation,
+            values.update(input_pos_enc="fourier", input_pos_shape=list(geometry.grid(h, w).shape),
+                          fourier_num_bands=num_bands, num_bands=num_bands, representation=representation,
                           patch_size=patch_size)
         if task == "segmentation":
             values.update(output_len=h * w, decoder_reduction=None)

@@ -9,25 +9,33 @@ from typing import Any
 
 import torch
 
-from gperc_core import DatasetSpec, InputArray, ModalitySpec, TaskError, hookimpl
+from gperc_core import DatasetSpec, InputArray, ModalitySpec, Option, TaskError, hookimpl, packaged_task_cards
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
-from .arrays import ArrayOptions, query_array, read_image_file
+from .arrays import DEFAULT_NUM_BANDS, DEFAULT_PATCH_SIZE, REPRESENTATIONS, ArrayOptions, query_array, read_image_file
+from .config import TASKS
 from .datasets import DATASETS
 
 MODALITY = "image"
 
 OPTIONS = {
-    "representation": "'pixels' (default): [H*W, C + F] or 'patches': [patches, p*p*C + F]",
-    "patch_size": "side of the square patches (default 4); the image is zero-padded to whole patches",
-    "num_bands": "Fourier bands per axis (default 8); F = 2 * (2 * num_bands + 1) position channels",
-    "max_resolution": "[H, W] resolution the Fourier frequencies are spaced for (default: the image's)",
-    "image_shape": "[H, W] or [H, W, C] every sample must have (required for segmentation queries)",
-    "channels": "number of channels every sample must have",
-    "task": "'classification' (default) or 'segmentation' (one Fourier query per pixel)",
-    "augment": "false (default), true (random crop) or a list of: crop, flip, rotate, affine, erase (train split)",
-    "root": "Fashion-MNIST folder or torchvision root (default $GPERC_FASHION_MNIST, then the Debian package)",
-    "max_samples": "keep only the first N samples of each split (quick runs)",
+    "representation": Option(str, "pixels", "'pixels': [H*W, C] or 'patches': [patches, p*p*C]; the model adds "
+                             "the Fourier features of the (H, W) or (rows, cols) grid", choices=REPRESENTATIONS),
+    "patch_size": Option(int, DEFAULT_PATCH_SIZE, "side of the square patches; the image is zero-padded to whole "
+                         "patches"),
+    "num_bands": Option(int, DEFAULT_NUM_BANDS, "Fourier bands per axis: the model adds 2 * (2 * num_bands + 1) "
+                        "position channels per element"),
+    "max_resolution": Option(list, None, "[H, W] resolution the Fourier frequencies are spaced for (default: the "
+                             "grid's)"),
+    "image_shape": Option(list, None, "[H, W] or [H, W, C] every sample must have (required for segmentation)"),
+    "channels": Option(int, None, "number of channels every sample must have"),
+    "task": Option(str, "classification", "'classification' or 'segmentation' (one Fourier query per pixel)",
+                   choices=TASKS),
+    "augment": Option((bool, list), False, "false, true (random crop) or a list of: crop, flip, rotate, affine, "
+                      "erase (train split)"),
+    "root": Option(str, None, "Fashion-MNIST folder or torchvision root (default $GPERC_FASHION_MNIST, then the "
+                   "Debian package)"),
+    "max_samples": Option(int, None, "keep only the first N samples of each split (quick runs)"),
 }
 
 
@@ -35,7 +43,7 @@ OPTIONS = {
 def gperc_register_modalities() -> list[ModalitySpec]:
     """The image modality: raw float input arrays."""
     return [ModalitySpec(name=MODALITY, description="images (H x W x C, uint8 or float) as pixels or patches "
-                         "with 2-D Fourier position features", input_type="raw", options=OPTIONS,
+                         "on a grid the model gives 2-D Fourier position features", input_type="raw", options=OPTIONS,
                          read_file=read_image_file)]
 
 
@@ -46,14 +54,23 @@ def gperc_register_datasets() -> list[DatasetSpec]:
 
 
 @hookimpl
+def gperc_register_tasks() -> list[dict[str, Any]]:
+    """The image task cards shipped in ``gperc_plugin_image/tasks/*.toml``."""
+    return packaged_task_cards("gperc_plugin_image")
+
+
+@hookimpl
 def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
-    """One image to ``[H*W, C + F]`` (pixels) or ``[patches, p*p*C + F]`` (patches)."""
+    """One image to ``[H*W, C]`` (pixels) or ``[patches, p*p*C]`` (patches) with its position grid
+    (the model adds the grid's Fourier features). Images need no tokenizer, so this implementation
+    leaves out the hook's ``tokenizer`` argument."""
     if modality != MODALITY:
         return None
     if isinstance(sample, dict) and MODALITY in sample:
         sample = sample[MODALITY]
     geometry = ArrayOptions(options)
-    return InputArray(array=geometry.array(geometry.image(sample)))
+    image = geometry.image(sample)
+    return InputArray(array=geometry.array(image), position=geometry.grid(image.shape[0], image.shape[1]))
 
 
 @hookimpl

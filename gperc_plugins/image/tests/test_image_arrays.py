@@ -1,4 +1,4 @@
-"""Image arrays: pixels and patches with Fourier features, input validation, ImageConfig arithmetic."""
+"""Image arrays: pixels and patches with their position grid (the model's Fourier features), input validation, ImageConfig arithmetic."""
 
 from __future__ import annotations
 
@@ -15,12 +15,31 @@ def _image(h=5, w=6, c=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(h, w, c), dtype=np.uint8)
 
 
-def test_pixels_hold_scaled_channels_then_fourier_features():
+def test_pixels_hold_scaled_channels_and_declare_their_grid():
     img = _image()
-    array = pixel_array(as_image(img), num_bands=3)
-    assert array.shape == (30, 3 + feature_channels(2, 3))
-    assert torch.allclose(array[:, :3], torch.from_numpy(img.reshape(30, 3)).float() / 255)
-    assert torch.equal(array[:, 3:], fourier_features((5, 6), 3))
+    array = pixel_array(as_image(img))
+    assert array.shape == (30, 3)                                   # no position channels: the model adds them
+    assert torch.allclose(array, torch.from_numpy(img.reshape(30, 3)).float() / 255)
+    grid = ArrayOptions({"num_bands": 3}).grid(5, 6)
+    assert (grid.shape, grid.num_bands, grid.max_resolution, grid.channels) == ((5, 6), 3, None, feature_channels(2, 3))
+
+
+@pytest.mark.parametrize("options, h, w", [({"num_bands": 3}, 5, 6),
+                                           ({"representation": "patches", "patch_size": 3, "num_bands": 2,
+                                             "max_resolution": [4, 5]}, 7, 8)])
+def test_model_fourier_features_equal_the_old_per_sample_ones(options, h, w):
+    """The model computes, once, exactly the features the plugin used to append to every sample."""
+    from gperc_core import PerceiverConfig, Perceiver
+
+    geometry = ArrayOptions(options)
+    image = geometry.image(_image(h=h, w=w, c=2))
+    array, grid = geometry.array(image), geometry.grid(h, w)
+    old = torch.cat([array, fourier_features(grid.shape, grid.num_bands, geometry.max_resolution)], dim=1)
+    config = PerceiverConfig(input_len=array.shape[0], input_dim=array.shape[1], input_pos_enc="fourier",
+                             input_pos_shape=list(grid.shape), fourier_num_bands=grid.num_bands,
+                             fourier_max_resolution=list(grid.max_resolution) if grid.max_resolution else None)
+    embedded = Perceiver(config).embeddings.embed_input(array.unsqueeze(0).expand(2, -1, -1))
+    assert torch.equal(embedded[0], old) and torch.equal(embedded[1], old)
 
 
 def test_float_images_are_kept_and_grey_gets_one_channel():
@@ -32,13 +51,13 @@ def test_float_images_are_kept_and_grey_gets_one_channel():
 
 def test_patches_are_row_major_and_zero_padded():
     img = as_image(_image(h=5, w=6, c=2))
-    array = patch_array(img, patch_size=4, num_bands=2)
-    assert array.shape == (2 * 2, 4 * 4 * 2 + feature_channels(2, 2))
+    array = patch_array(img, patch_size=4)
+    assert array.shape == (2 * 2, 4 * 4 * 2)
     assert torch.equal(array[0, :32], img[:4, :4].reshape(-1))          # top-left patch, (row, col, channel)
     bottom_right = torch.zeros(4, 4, 2)
     bottom_right[:1, :2] = img[4:, 4:]
     assert torch.equal(array[3, :32], bottom_right.reshape(-1))
-    assert torch.equal(array[:, 32:], fourier_features((2, 2), 2))
+    assert ArrayOptions({"representation": "patches", "patch_size": 4}).grid(5, 6).shape == (2, 2)
 
 
 @pytest.mark.parametrize("sample, fragment", [
@@ -105,7 +124,8 @@ def test_image_config_keeps_gperc_arithmetic():
 def test_image_config_for_plugin_arrays_and_segmentation():
     config = ImageConfig([8, 8, 1], 16, 32, 11, task="segmentation", num_bands=4, dropout=0.0)
     m, c = ArrayOptions({"num_bands": 4}).geometry(8, 8, 1)
-    assert (config.input_len, config.input_dim, config.input_pos_enc) == (m, c, "none")
+    assert (config.input_len, config.input_dim, config.input_pos_enc) == (m, c, "fourier")
+    assert (config.input_pos_shape, config.fourier_num_bands, config.input_embed_dim) == ([8, 8], 4, 1 + 18)
     assert (config.output_len, config.decoder_reduction, config.dropout) == (64, None, 0.0)
     patches = ImageConfig([28, 28, 3], 16, 32, 10, num_bands=4, representation="patches", patch_size=7)
     assert (patches.input_len, patches.input_dim) == ArrayOptions(

@@ -24,14 +24,15 @@ def test_registers_modality_and_datasets_stamped(pm):
 
 
 def test_hooks_ignore_other_modalities(pm):
-    assert pm.hook.gperc_input_array(modality="audio", sample=np.zeros((4, 4)), options={}) is None
+    assert pm.hook.gperc_input_array(modality="audio", sample=np.zeros((4, 4)), options={}, tokenizer=None) is None
     assert pm.hook.gperc_output_array(modality="audio", options={"task": "segmentation"}, output_dim=16) is None
     assert pm.hook.gperc_output_array(modality="image", options={}, output_dim=16) is None
 
 
 def test_bad_sample_through_the_hook_names_the_plugin(pm):
     with pytest.raises(InputError, match="gperc-plugin-image: sample: expected an image with 3 channel"):
-        pm.hook.gperc_input_array(modality="image", sample=np.zeros((4, 4, 1), np.uint8), options={"channels": 3})
+        pm.hook.gperc_input_array(modality="image", sample=np.zeros((4, 4, 1), np.uint8), options={"channels": 3},
+                                  tokenizer=None)
     with pytest.raises(TaskError, match=r"options\['image_shape'\]"):
         pm.hook.gperc_output_array(modality="image", options={"task": "segmentation"}, output_dim=16)
 
@@ -53,7 +54,7 @@ def _batch(pm, dataset, options, n):
     examples = []
     for i in range(n):
         sample = dataset[i]
-        array = pm.hook.gperc_input_array(modality="image", sample=sample["image"], options=options)
+        array = pm.hook.gperc_input_array(modality="image", sample=sample["image"], options=options, tokenizer=None)
         array.target = sample["target"]
         examples.append(array)
     return Collator()(examples)
@@ -75,8 +76,9 @@ def test_tiny_perceiver_learns_a_handful_of_digits(pm):
     options = {"num_bands": 4, "image_shape": [8, 8, 1]}
     batch = _batch(pm, load_digits("train", {}), options, 16)
     m, c = batch["input_array"].shape[1:]
-    assert (m, c) == (64, 1 + 2 * 9) and batch["attention_mask"] is None and batch["target"].shape == (16,)
-    config = PerceiverConfig(input_len=m, input_dim=c, input_pos_enc="none", latent_len=8, latent_dim=32,
+    assert (m, c) == (64, 1) and batch["attention_mask"] is None and batch["target"].shape == (16,)
+    config = PerceiverConfig(input_len=m, input_dim=c, input_pos_enc="fourier", input_pos_shape=[8, 8],
+                             fourier_num_bands=4, latent_len=8, latent_dim=32,
                              output_dim=32, ffw_latent=64, ffw_output=64, n_classes=10, dropout=0.0, num_layers=1)
     logits, _ = _fit(Perceiver(config), batch, steps=60)
     assert (logits.argmax(-1) == batch["target"]).float().mean() >= 0.9
@@ -88,7 +90,8 @@ def test_segmentation_queries_drive_per_pixel_logits(pm):
     batch = _batch(pm, load_digits_segmentation("train", {}), options, 8)
     queries = pm.hook.gperc_output_array(modality="image", options=options, output_dim=32)
     assert queries.shape == (64, 32)
-    config = PerceiverConfig(input_len=64, input_dim=19, input_pos_enc="none", latent_len=8, latent_dim=32,
+    config = PerceiverConfig(input_len=64, input_dim=1, input_pos_enc="fourier", input_pos_shape=[8, 8],
+                             fourier_num_bands=4, latent_len=8, latent_dim=32,
                              output_len=64, output_dim=32, ffw_latent=64, ffw_output=64, n_classes=11,
                              decoder_reduction=None, dropout=0.0, num_layers=1)
     model = Perceiver(config)
@@ -103,9 +106,14 @@ def test_segmentation_queries_drive_per_pixel_logits(pm):
 def test_shipped_image_cards_use_documented_options_and_registered_datasets(pm):
     from gperc_core.data.registry import load_registry
 
-    cards = [c for c in load_registry().values() if c.name.startswith("image/")]
+    from gperc_core.data.options import resolve_modality
+
+    assert not [c for c in load_registry().values() if c.name.startswith("image/")]   # the core ships none
+    cards = [c for c in load_registry(pm).values() if c.name.startswith("image/")]     # the plugin does
     assert {c.name for c in cards} >= {"image/fashion-mnist", "image/digits", "image/digits-segmentation"}
     for card in cards:
         assert card.dataset in pm.datasets, card.name
+        assert card.plugin == image_plugin.__name__ and card.source == f"plugin:{card.plugin}"
         assert set(card.options.get("image", {})) <= set(image_plugin.OPTIONS), card.name
+        resolve_modality(pm.modality("image"), card.options.get("image", {}), {}, card.source)  # typed, known
         image_plugin.ArrayOptions(card.options.get("image", {}))          # values are valid too

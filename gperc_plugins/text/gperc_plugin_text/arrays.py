@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from gperc_core import InputError, InputArray, TaskError
+from gperc_core import IGNORE_INDEX, InputError, InputArray, TaskError
 from gperc_core.errors import describe
 
 from . import PLUGIN
@@ -16,29 +16,32 @@ from .tokenizers import DEFAULT_VOCAB_SIZE, BytesTokenizer
 TOKENIZERS = ("sentencepiece", "bytes")
 TASKS = ("classification", "mlm")
 DEFAULT_MAX_LEN = 64
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 
 
 class TextOptions:
-    """The text options of a task, read and checked once.
+    """The text options of a task, read and checked once, and the tokenizer to encode with.
 
-    Keys (all optional): ``tokenizer`` ("sentencepiece" | "bytes", or a tokenizer object the core put
-    there), ``vocab_size`` (SentencePiece, default 8000), ``max_len`` (default 64; longer texts are
-    truncated), ``add_eos`` (default true), ``task`` ("classification" | "mlm"), ``mask_prob``
-    (default 0.15), ``mask_seed`` (int: the same masks for a text on every call; default none:
-    fresh masks every call). Bad values raise `TaskError` naming the option.
+    Keys (all optional): ``tokenizer`` ("sentencepiece" | "bytes": which tokenizer the
+    ``gperc_tokenizer`` hook builds), ``vocab_size`` (SentencePiece, default 8000), ``max_len``
+    (default 64; longer texts are truncated), ``add_eos`` (default true), ``task`` ("classification"
+    | "mlm"), ``mask_prob`` (default 0.15), ``mask_seed`` (int: the same masks for a text on every
+    call; default none: fresh masks every call). ``tokenizer`` (the argument) is the tokenizer object
+    the core passes to the hooks (``None``: none built yet). Bad values raise `TaskError` naming the
+    option.
     """
 
-    def __init__(self, options: Mapping[str, Any] | None) -> None:
+    def __init__(self, options: Mapping[str, Any] | None, tokenizer: Any = None) -> None:
         options = dict(options or {})
-        tokenizer = options.get("tokenizer", "sentencepiece")
-        self.tokenizer_obj = None if isinstance(tokenizer, str) or tokenizer is None else tokenizer
-        self.tokenizer_kind = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "kind", "custom")
-        if isinstance(tokenizer, str) and tokenizer not in TOKENIZERS:
-            raise TaskError(f"{PLUGIN}: options['tokenizer']: expected one of {TOKENIZERS}, got {tokenizer!r}")
-        if self.tokenizer_obj is not None and not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "vocab_size")):
-            raise TaskError(f"{PLUGIN}: options['tokenizer']: expected a tokenizer with encode() and vocab_size, "
+        kind = options.get("tokenizer", "sentencepiece")
+        if kind not in TOKENIZERS:
+            raise TaskError(f"{PLUGIN}: options['tokenizer']: expected one of {TOKENIZERS}, got {kind!r} "
+                            f"(the tokenizer object is the hooks' own 'tokenizer' argument)")
+        if tokenizer is not None and not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "vocab_size")):
+            raise TaskError(f"{PLUGIN}: tokenizer: expected a tokenizer with encode() and vocab_size, "
                             f"got {describe(tokenizer)}")
+        self.tokenizer_obj = tokenizer
+        self.tokenizer_kind = getattr(tokenizer, "kind", kind) if tokenizer is not None else kind
         self.vocab_size = _int("vocab_size", options.get("vocab_size", DEFAULT_VOCAB_SIZE), 1)
         self.max_len = _int("max_len", options.get("max_len", DEFAULT_MAX_LEN), 2)
         self.add_eos = options.get("add_eos", True)
@@ -56,13 +59,14 @@ class TextOptions:
             _int("mask_seed", self.mask_seed, 0)
 
     def tokenizer(self) -> Any:
-        """Return the tokenizer to encode with: the one the core handed over, or bytes."""
+        """Return the tokenizer to encode with: the one the core passed, or bytes."""
         if self.tokenizer_obj is not None:
             return self.tokenizer_obj
         if self.tokenizer_kind == "bytes":
             return BytesTokenizer()
-        raise TaskError(f"{PLUGIN}: options['tokenizer']: expected the trained SentencePiece tokenizer (the core "
-                        f"puts the gperc_tokenizer hook's result there) or 'bytes', got {self.tokenizer_kind!r}")
+        raise TaskError(f"{PLUGIN}: tokenizer: expected the trained SentencePiece tokenizer (the core passes the "
+                        f"gperc_tokenizer hook's result as the hooks' tokenizer argument) or options "
+                        f"tokenizer='bytes', got None with tokenizer={self.tokenizer_kind!r}")
 
 
 def _int(name: str, value: Any, minimum: int) -> int:

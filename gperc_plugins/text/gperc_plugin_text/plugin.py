@@ -8,28 +8,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, TaskError, hookimpl
+from gperc_core import (DatasetSpec, InputArray, InputError, ModalitySpec, Option, TaskError, hookimpl,
+                        packaged_task_cards)
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
-from .arrays import TextOptions, text_input_array
+from .arrays import DEFAULT_MAX_LEN, TASKS, TOKENIZERS, TextOptions, text_input_array
 from .datasets import DATASETS
-from .tokenizers import BytesTokenizer, SentencePieceTokenizer, cache_dir, train_sentencepiece
+from .tokenizers import DEFAULT_VOCAB_SIZE, BytesTokenizer, SentencePieceTokenizer, cache_dir, train_sentencepiece
 
 MODALITY = "text"
 
 OPTIONS = {
-    "tokenizer": "'sentencepiece' (default: unigram with byte fallback, trained on the task's corpus) or 'bytes'",
-    "vocab_size": "SentencePiece vocabulary size (default 8000; a soft limit on small corpora)",
-    "tokenizer_path": "load this SentencePiece .model instead of training one",
-    "cache_dir": "where trained tokenizers are cached (default $GPERC_CACHE, then ~/.cache/gperc)",
-    "max_len": "longest token sequence (default 64); longer texts are truncated",
-    "add_eos": "end every sequence with the EOS id (default true)",
-    "task": "'classification' (default) or 'mlm' (masked ids padded to max_len, labels per position)",
-    "mask_prob": "MLM: share of tokens masked (default 0.15, at least one per text)",
-    "mask_seed": "MLM: fixed masks per text from this seed (default: fresh masks on every call)",
-    "root": "folder of WordNet's data.noun / data.verb (default $GPERC_WORDNET, then /usr/share/wordnet)",
-    "with_lemmas": "prefix each gloss with its synset's words (default false)",
-    "max_samples": "keep only the first N samples of each split (quick runs)",
+    "tokenizer": Option(str, "sentencepiece", "'sentencepiece' (unigram with byte fallback, trained on the task's "
+                        "corpus) or 'bytes'", choices=TOKENIZERS),
+    "vocab_size": Option(int, DEFAULT_VOCAB_SIZE, "SentencePiece vocabulary size (a soft limit on small corpora)"),
+    "tokenizer_path": Option(str, None, "load this SentencePiece .model instead of training one"),
+    "cache_dir": Option(str, None, "where trained tokenizers are cached (default $GPERC_CACHE, then ~/.cache/gperc)"),
+    "max_len": Option(int, DEFAULT_MAX_LEN, "longest token sequence; longer texts are truncated"),
+    "add_eos": Option(bool, True, "end every sequence with the EOS id"),
+    "task": Option(str, "classification", "'classification' or 'mlm' (masked ids padded to max_len, labels per "
+                   "position)", choices=TASKS),
+    "mask_prob": Option(float, 0.15, "MLM: share of tokens masked (at least one per text)"),
+    "mask_seed": Option(int, None, "MLM: fixed masks per text from this seed (default: fresh masks on every call)"),
+    "root": Option(str, None, "folder of WordNet's data.noun / data.verb (default $GPERC_WORDNET, then "
+                   "/usr/share/wordnet)"),
+    "with_lemmas": Option(bool, False, "prefix each gloss with its synset's words"),
+    "max_samples": Option(int, None, "keep only the first N samples of each split (quick runs)"),
+    "pad_multiple": Option(int, None, "pad each batch's token ids to a multiple of this (e.g. 8)"),
 }
 
 
@@ -63,8 +68,6 @@ def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any
     if modality != MODALITY:
         return None
     text = TextOptions(options)
-    if text.tokenizer_obj is not None:
-        return text.tokenizer_obj
     if text.tokenizer_kind == "bytes":
         return BytesTokenizer()
     path = (options or {}).get("tokenizer_path")
@@ -77,13 +80,20 @@ def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any
 
 
 @hookimpl
-def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
-    """One text to token ids ``[m]`` (classification) or masked ids + labels padded to ``max_len`` (MLM)."""
+def gperc_register_tasks() -> list[dict[str, Any]]:
+    """The text task cards shipped in ``gperc_plugin_text/tasks/*.toml``."""
+    return packaged_task_cards("gperc_plugin_text")
+
+
+@hookimpl
+def gperc_input_array(modality: str, sample: Any, options: dict[str, Any], tokenizer: Any) -> InputArray | None:
+    """One text to token ids ``[m]`` (classification) or masked ids + labels padded to ``max_len`` (MLM),
+    encoded with ``tokenizer`` (the ``gperc_tokenizer`` hook's result; ``None`` with tokenizer='bytes')."""
     if modality != MODALITY:
         return None
     if isinstance(sample, dict) and MODALITY in sample:
         sample = sample[MODALITY]
-    return text_input_array(sample, TextOptions(options))
+    return text_input_array(sample, TextOptions(options, tokenizer))
 
 
 @hookimpl

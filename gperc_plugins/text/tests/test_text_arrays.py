@@ -11,7 +11,7 @@ from gperc_plugin_text.arrays import IGNORE, TextOptions, text_input_array, toke
 
 
 def _opts(**kw):
-    return TextOptions({"tokenizer": BytesTokenizer(), **kw})
+    return TextOptions({"tokenizer": "bytes", **kw}, BytesTokenizer())
 
 
 def test_ids_end_with_eos_and_truncate_keeping_it():
@@ -39,13 +39,13 @@ def test_text_that_tokenises_to_nothing(tiny_tokenizer):
             return []
 
     with pytest.raises(InputError, match="tokenises to at least one token"):
-        text_input_array("words", TextOptions({"tokenizer": Silent()}))
+        text_input_array("words", TextOptions({}, Silent()))
     with pytest.raises(InputError, match="expected a string"):          # bytes only with the bytes tokenizer
-        text_input_array(b"abc", TextOptions({"tokenizer": tiny_tokenizer}))
+        text_input_array(b"abc", TextOptions({}, tiny_tokenizer))
 
 
 @pytest.mark.parametrize("options, name", [
-    ({"tokenizer": "wordpiece"}, "tokenizer"), ({"tokenizer": object()}, "tokenizer"), ({"max_len": 1}, "max_len"),
+    ({"tokenizer": "wordpiece"}, "tokenizer"), ({"tokenizer": BytesTokenizer()}, "tokenizer"), ({"max_len": 1}, "max_len"),
     ({"task": "translation"}, "task"), ({"mask_prob": 1.5}, "mask_prob"), ({"mask_seed": -1}, "mask_seed"),
     ({"add_eos": "yes"}, "add_eos"), ({"vocab_size": "big"}, "vocab_size"),
 ])
@@ -54,13 +54,18 @@ def test_bad_options_are_task_errors(options, name):
         TextOptions(options)
 
 
+def test_the_tokenizer_argument_must_be_a_tokenizer():
+    with pytest.raises(TaskError, match="gperc-plugin-text: tokenizer: expected a tokenizer"):
+        TextOptions({}, object())
+
+
 def test_sentencepiece_needs_a_tokenizer_from_the_core():
     with pytest.raises(TaskError, match="trained SentencePiece tokenizer"):
         text_input_array("hello", TextOptions({}))
 
 
 def test_mlm_masks_about_15_percent_and_labels_them(tiny_tokenizer):
-    options = TextOptions({"tokenizer": tiny_tokenizer, "task": "mlm", "max_len": 64})
+    options = TextOptions({"task": "mlm", "max_len": 64}, tiny_tokenizer)
     torch.manual_seed(0)
     masked = total = 0
     for text in ["a piece of furniture having a smooth flat top supported by legs"] * 50:

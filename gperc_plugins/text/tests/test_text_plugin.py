@@ -41,7 +41,7 @@ def test_registers_modality_and_dataset(pm):
     assert spec.input_type == "tokens" and spec.plugin == text_plugin.__name__ and "mask_prob" in spec.options
     dataset = pm.dataset("wordnet-glosses")
     assert dataset.num_classes == 41 and tuple(dataset.splits) == ("train", "validation", "test")
-    assert pm.hook.gperc_input_array(modality="image", sample="text", options={}) is None
+    assert pm.hook.gperc_input_array(modality="image", sample="text", options={}, tokenizer=None) is None
     assert pm.hook.gperc_tokenizer(modality="image", options={}, corpus=None) is None
 
 
@@ -110,10 +110,10 @@ def test_read_text_file(tmp_path):
         text_plugin.read_text_file(str(tmp_path / "none.txt"))
 
 
-def _arrays(pm, options, texts, labels=None):
+def _arrays(pm, options, texts, labels=None, tokenizer=None):
     examples = []
     for i, text in enumerate(texts):
-        ex = pm.hook.gperc_input_array(modality="text", sample=text, options=options)
+        ex = pm.hook.gperc_input_array(modality="text", sample=text, options=options, tokenizer=tokenizer)
         if labels is not None:
             ex.target = labels[i]
         examples.append(ex)
@@ -122,8 +122,8 @@ def _arrays(pm, options, texts, labels=None):
 
 def test_tiny_perceiver_learns_to_classify_texts(pm, tiny_tokenizer, tiny_corpus):
     torch.manual_seed(0)
-    options = {"tokenizer": tiny_tokenizer, "max_len": 32}
-    batch = _arrays(pm, options, tiny_corpus, labels=list(range(8)))
+    options = {"max_len": 32}
+    batch = _arrays(pm, options, tiny_corpus, labels=list(range(8)), tokenizer=tiny_tokenizer)
     assert batch["input_array"].dtype == torch.long and batch["attention_mask"].shape == batch["input_array"].shape
     config = PerceiverConfig(input_len=32, input_dim=32, input_type="tokens", input_num_tokens=tiny_tokenizer.vocab_size,
                              latent_len=8, latent_dim=32, output_dim=32, ffw_latent=64, ffw_output=64, n_classes=8,
@@ -141,8 +141,8 @@ def test_tiny_perceiver_learns_to_classify_texts(pm, tiny_tokenizer, tiny_corpus
 
 def test_mlm_batch_trains_a_perceiver_without_reduction(pm, tiny_tokenizer, tiny_corpus):
     torch.manual_seed(0)
-    options = {"tokenizer": tiny_tokenizer, "max_len": 24, "task": "mlm", "mask_seed": 0}
-    batch = _arrays(pm, options, tiny_corpus)
+    options = {"max_len": 24, "task": "mlm", "mask_seed": 0}
+    batch = _arrays(pm, options, tiny_corpus, tokenizer=tiny_tokenizer)
     assert batch["input_array"].shape == batch["target"].shape == (8, 24)
     assert (batch["input_array"] == tiny_tokenizer.mask_id).sum() == (batch["target"] != -100).sum() > 0
     config = PerceiverConfig(input_len=24, input_dim=32, input_type="tokens", input_num_tokens=tiny_tokenizer.vocab_size,
@@ -166,9 +166,14 @@ def test_shipped_text_cards_use_documented_options_and_registered_datasets(pm):
 
     from gperc_plugin_text.arrays import TextOptions
 
-    cards = [c for c in load_registry().values() if c.name.startswith("text/")]
+    from gperc_core.data.options import resolve_modality
+
+    assert not [c for c in load_registry().values() if c.name.startswith("text/")]   # the core ships none
+    cards = [c for c in load_registry(pm).values() if c.name.startswith("text/")]     # the plugin does
     assert {c.name for c in cards} >= {"text/wordnet-supersense", "text/wordnet-mlm"}
     for card in cards:
         assert card.dataset in pm.datasets, card.name
+        assert card.plugin == text_plugin.__name__ and card.source == f"plugin:{card.plugin}"
         assert set(card.options.get("text", {})) <= set(text_plugin.OPTIONS), card.name
+        resolve_modality(pm.modality("text"), card.options.get("text", {}), {}, card.source)  # typed, known
         TextOptions(card.options.get("text", {}))                          # values are valid too

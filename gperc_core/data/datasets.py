@@ -1,0 +1,292 @@
+"""A task's data: raw splits from the plugins, tokenizers, conversion through the hooks, split caching,
+pairing, and `TaskData` (one split as tensors, batched by slicing).
+
+`TaskDatasets` loads each dataset split once through its plugin's ``DatasetSpec.load`` (with the
+resolved options), builds each modality's tokenizer (``gperc_tokenizer`` with the training corpus),
+converts every sample with ``gperc_input_array(modality, sample, options, tokenizer)`` and collates
+each split once (``gperc_collator`` or the core's `Collator`). Multimodal tasks either read several
+modalities from one dataset or pair single-modality datasets by target (`pair_by_target`).
+
+Position features: a plugin that declares a `PositionGrid` on its arrays carries none in them. When
+the model computes them (``input_pos_enc="fourier"`` over that grid, see
+`gperc_core.data.inference`), the data stays as is; otherwise (fused multimodal models, and runs
+saved before the grid existed, whose ``input_dim`` includes the features) `TaskData.batch` appends
+the same features, kept once per split, to each batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gperc_core.config.perceiver import PerceiverConfig
+from gperc_core.config.training import TrainingConfig
+from gperc_core.data.cards import TaskCard
+from gperc_core.data.registry import install_hint
+from gperc_core.errors import ConfigError, InputError, PluginError, TaskError
+from gperc_core.model.position import fourier_features
+from gperc_core.model.sentinels import IGNORE_INDEX
+from gperc_core.plugins.specs import InputArray, PositionGrid
+
+
+@dataclass
+class TaskData:
+    """One split of a task converted once into tensors; `batch` slices it.
+
+    ``inputs`` / ``masks``: modality -> ``[N, m, c]`` (or ``[N, m]`` ids) / ``[N, m]`` bool or ``None``;
+    ``output``: per-sample query arrays ``[N, o, e]`` or ``None``; ``query``: a fixed ``[o, e]`` query
+    array shared by every sample or ``None``; ``target``: ``[N]`` or ``[N, o]`` long; ``positions``:
+    modality -> ``[m, f]`` position features `batch` appends to every sample's channels (only where
+    the model does not compute them).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor | None]
+    target: torch.Tensor | None
+    output: torch.Tensor | None = None
+    query: torch.Tensor | None = None
+    fused: bool = False
+    trimmable: bool = True
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def _input(self, modality: str, idx: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        x = self.inputs[modality][idx]
+        if length is not None:
+            x = x[:, :length]
+        feats = self.positions.get(modality)
+        if feats is not None:
+            feats = feats[: x.shape[1]].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x, feats], dim=-1)
+        return x
+
+    def batch(self, idx: torch.Tensor, trim: bool = True) -> dict[str, Any]:
+        """Return the batch of samples ``idx``: the model's inputs and ``target``, all tensor slices.
+
+        With ``trim`` a single-modality batch is cut to its longest real element (less padding).
+        """
+        b = int(idx.shape[0])
+        if self.fused:
+            x: Any = {m: self._input(m, idx) for m in self.inputs}
+            masks = {m: (k[idx] if k is not None else None) for m, k in self.masks.items()}
+            mask: Any = masks if any(v is not None for v in masks.values()) else None
+        else:
+            modality = next(iter(self.inputs))
+            mask = self.masks[modality][idx] if self.masks[modality] is not None else None
+            length = None
+            if trim and self.trimmable and mask is not None:
+                length = int(mask.any(0).nonzero().max()) + 1
+                mask = mask[:, :length]
+            x = self._input(modality, idx, length)
+        if self.output is not None:
+            output = self.output[idx]
+        elif self.query is not None:
+            output = self.query.unsqueeze(0).expand(b, -1, -1)
+        else:
+            output = None
+        target = self.target[idx] if self.target is not None else None
+        return {"input_array": x, "attention_mask": mask, "output_array": output, "target": target}
+
+
+def pair_by_target(targets: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Pair samples of several datasets by label, deterministically.
+
+    The dataset with the most samples is the anchor: every anchor sample of class ``y`` that is the
+    ``r``-th of its class is paired with the ``(r mod k)``-th of the ``k`` samples of class ``y`` of each
+    other dataset. Anchor samples of a class another dataset lacks are dropped. Returns dataset ->
+    index tensor (equal lengths).
+    """
+    names = list(targets)
+    anchor = max(names, key=lambda n: len(targets[n]))
+    groups = {n: defaultdict(list) for n in names}
+    for n in names:
+        for i, y in enumerate(targets[n]):
+            groups[n][int(y)].append(i)
+    pairs: dict[str, list[int]] = {n: [] for n in names}
+    rank: dict[int, int] = defaultdict(int)
+    for i, y in enumerate(targets[anchor]):
+        y = int(y)
+        if any(not groups[n][y] for n in names):
+            continue
+        r = rank[y]
+        rank[y] += 1
+        for n in names:
+            pairs[n].append(i if n == anchor else groups[n][y][r % len(groups[n][y])])
+    return {n: torch.tensor(v, dtype=torch.long) for n, v in pairs.items()}
+
+
+def pad_axis1(t: torch.Tensor | None, length: int, value: Any) -> torch.Tensor | None:
+    """Return ``t`` padded with ``value`` along axis 1 to ``length`` (``None`` stays ``None``); longer
+    is an `InputError`."""
+    if t is None or t.shape[1] == length:
+        return t
+    if t.shape[1] > length:
+        raise InputError(f"input_array: expected at most {length} elements per sample (the model's input_len), "
+                         f"got {t.shape[1]}")
+    pad = [0, 0] * (t.dim() - 2) + [0, length - t.shape[1]]
+    return F.pad(t, pad, value=value)
+
+
+def model_adds_positions(config: PerceiverConfig, grid: PositionGrid, modality: str) -> bool:
+    """Return True when the single-modality model computes ``grid``'s Fourier features itself
+    (``input_pos_enc="fourier"`` over the same grid); a Fourier config over another grid is a
+    `ConfigError` (the features would not match the plugin's)."""
+    if config.get("fusion") or config.input_pos_enc != "fourier":
+        return False
+    res = tuple(float(r) for r in config.fourier_max_resolution) if config.fourier_max_resolution else None
+    want = tuple(float(r) for r in grid.max_resolution) if grid.max_resolution else None
+    if (tuple(config.input_shape), int(config.fourier_num_bands), res) != (tuple(grid.shape), grid.num_bands, want):
+        raise ConfigError(f"model.input_pos_shape / fourier_num_bands / fourier_max_resolution: expected "
+                          f"{list(grid.shape)} / {grid.num_bands} / {want} (the {modality} position grid), got "
+                          f"{list(config.input_shape)} / {config.fourier_num_bands} / {res}")
+    return True
+
+
+class TaskDatasets:
+    """The data side of a task: raw splits, tokenizers, converted and collated splits (all cached).
+
+    ``card`` is the `TaskCard`, ``pm`` the plugin manager, ``options`` modality -> resolved options,
+    ``training`` the `TrainingConfig` (its ``max_train_samples`` / ``max_eval_samples`` subsample).
+    ``class_names`` is set from the first loaded split that names its classes.
+    """
+
+    def __init__(self, card: TaskCard, pm: Any, options: Mapping[str, dict[str, Any]],
+                 training: TrainingConfig) -> None:
+        self.card = card
+        self.pm = pm
+        self.options = options
+        self.training = training
+        self.tokenizers: dict[str, Any] = {}
+        self.class_names: list[str] | None = None
+        self._raw: dict[tuple[str, str], Any] = {}
+        self._collated: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def raw_split(self, dataset: str, split: str) -> Any:
+        """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
+        key = (dataset, split)
+        if key not in self._raw:
+            spec = self.pm.dataset(dataset)
+            if split not in spec.splits:
+                raise TaskError(f"{self.card.source}: split {split!r}: dataset {dataset!r} has splits "
+                                f"{list(spec.splits)}")
+            options: dict[str, Any] = {}
+            for modality in self.card.datasets()[dataset]:
+                options.update(self.options[modality])
+            try:
+                self._raw[key] = spec.load(split, options)
+            except (FileNotFoundError, OSError) as exc:
+                hint = f"; {spec.install_hint}" if spec.install_hint else ""
+                raise TaskError(f"dataset {dataset!r} ({split}): data not available ({exc}){hint}") from exc
+            if self.class_names is None and getattr(self._raw[key], "classes", None) is not None:
+                self.class_names = [str(c) for c in self._raw[key].classes]
+        return self._raw[key]
+
+    def tokenizer(self, modality: str) -> Any:
+        """Return (built once) ``modality``'s tokenizer from ``gperc_tokenizer`` with the training
+        corpus, or ``None`` when its plugin has none."""
+        if modality not in self.tokenizers:
+            train = self.raw_split(self.card.dataset_for(modality), self.card.train_split)
+            corpus = (train[i][modality] for i in range(len(train)))
+            self.tokenizers[modality] = self.pm.hook.gperc_tokenizer(
+                modality=modality, options=self.options[modality], corpus=corpus)
+        return self.tokenizers[modality]
+
+    def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None) -> dict[str, Any]:
+        """Turn raw samples of ``modality`` into one collated batch dict (input, mask, output, target),
+        plus ``position``: the `PositionGrid` every sample declares, or ``None``."""
+        tokenizer = self.tokenizer(modality)
+        hook = self.pm.hook.gperc_input_array
+        options = self.options[modality]
+        arrays = []
+        for i, sample in enumerate(samples):
+            array = hook(modality=modality, sample=sample, options=options, tokenizer=tokenizer)
+            if array is None:
+                raise PluginError(f"modality {modality!r}: no installed plugin converts its samples "
+                                  f"(gperc_input_array returned None); {install_hint(modality)}")
+            if not isinstance(array, InputArray):
+                raise PluginError(f"modality {modality!r}: gperc_input_array must return an InputArray, "
+                                  f"got {type(array).__name__}")
+            if array.target is None and targets is not None:
+                array = replace(array, target=targets[i])
+            arrays.append(array)
+        grids = {a.position for a in arrays}
+        if len(grids) > 1:
+            raise PluginError(f"modality {modality!r}: expected every sample to declare the same position grid "
+                              f"(InputArray.position), got {len(grids)} different ones, e.g. "
+                              f"{sorted(map(str, grids))[:2]}; give the samples one shape (e.g. options image_shape)")
+        collator = self.pm.hook.gperc_collator(modality=modality, options=options, sentinels=False,
+                                               tokenizer=tokenizer)
+        if collator is None:
+            from gperc_core.data.collate import Collator
+
+            collator = Collator()
+        return {**collator(arrays), "position": next(iter(grids))}
+
+    def collated(self, split: str) -> dict[str, dict[str, Any]]:
+        """Return modality -> collated batch dict of the whole split (paired and subsampled), cached."""
+        if split in self._collated:
+            return self._collated[split]
+        datasets = self.card.datasets()
+        raws = {d: self.raw_split(d, split) for d in datasets}
+        if len(raws) == 1:
+            only = next(iter(raws))
+            index = {only: torch.arange(len(raws[only]))}
+        else:
+            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
+        limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
+        n = len(next(iter(index.values())))
+        if n == 0:
+            raise TaskError(f"task {self.card.name!r}: split {split!r} has no samples")
+        if limit is not None and limit < n:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
+            index = {d: i[keep] for d, i in index.items()}
+        out = {}
+        for dataset, modalities in datasets.items():
+            unique, inverse = torch.unique(index[dataset], return_inverse=True)
+            samples = [raws[dataset][int(i)] for i in unique]
+            for modality in modalities:
+                collated = self.convert(modality, [s[modality] for s in samples], [s["target"] for s in samples])
+                out[modality] = {k: (v[inverse] if isinstance(v, torch.Tensor) else v) for k, v in collated.items()}
+        self._collated[split] = out
+        return out
+
+    def to_task_data(self, collated: Mapping[str, Mapping[str, Any]], config: PerceiverConfig,
+                     query: torch.Tensor | None) -> TaskData:
+        """Return the collated arrays as `TaskData` for a model of ``config``: fused modalities padded
+        to their ``input_len``, dense targets padded to ``output_len``, and the position features the
+        model does not compute (see the module docstring)."""
+        spec = config.get("fusion") or {}
+        fused = self.card.multimodal
+        inputs, masks, positions = {}, {}, {}
+        for modality in self.card.modalities:
+            x, mask = collated[modality]["input_array"], collated[modality]["attention_mask"]
+            grid = collated[modality].get("position")
+            feats = None
+            if grid is not None and not model_adds_positions(config, grid, modality):
+                feats = fourier_features(grid.shape, grid.num_bands, grid.max_resolution)
+            if fused:
+                length = int(spec[modality]["input_len"])
+                if mask is None and x.shape[1] < length:
+                    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+                x, mask = pad_axis1(x, length, 0), pad_axis1(mask, length, False)
+                feats = pad_axis1(feats.unsqueeze(0), length, 0)[0] if feats is not None else None
+            inputs[modality], masks[modality] = x, mask
+            if feats is not None:
+                positions[modality] = feats
+        first = collated[self.card.modalities[0]]
+        output = next((c["output_array"] for c in collated.values() if c["output_array"] is not None), None)
+        target = first["target"]
+        dense = self.card.objective == "dense"
+        if dense and target is not None and target.dim() == 2:
+            target = pad_axis1(target, int(config.output_len) if output is None else output.shape[1], IGNORE_INDEX)
+        return TaskData(inputs=inputs, masks=masks, target=target, output=output, query=query, fused=fused,
+                        trimmable=not dense and config.decoder_reduction != "eot", positions=positions)
+
+
+__all__ = ["TaskData", "TaskDatasets", "pair_by_target", "pad_axis1", "model_adds_positions"]
