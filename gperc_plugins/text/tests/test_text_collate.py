@@ -96,9 +96,9 @@ def test_bad_settings_are_clear_errors():
 
 def test_the_hook_answers_for_text_only():
     pm = get_plugin_manager(plugins=[text_plugin], entry_points=False, strict=True)
-    collator = pm.hook.gperc_collator(modality="text", options={"pad_multiple": 8}, sentinels=True)
+    collator = pm.hook.gperc_collator(modality="text", options={"pad_multiple": 8}, sentinels=True, tokenizer=None)
     assert isinstance(collator, TextCollator) and collator.multiple_of == 8 and collator.sentinels
-    assert pm.hook.gperc_collator(modality="image", options={}, sentinels=False) is None
+    assert pm.hook.gperc_collator(modality="image", options={}, sentinels=False, tokenizer=None) is None
 
 
 def test_the_conformance_kit_collation_check_passes_with_it():
