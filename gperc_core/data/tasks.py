@@ -35,6 +35,7 @@ from gperc_core.errors import ConfigError, InputError, PluginError, TaskError
 from gperc_core.data.registry import TaskCard, install_hint, load_index, load_registry, validate_card
 from gperc_core.plugins.specs import InputArray
 from gperc_core.model.fusion import FUSION_KEYS as _FUSION_KEYS
+from gperc_core.model.sentinels import IGNORE_INDEX
 from gperc_core.config.training import TrainingConfig
 
 _SECTIONS = ("model", "training", "options", "fusion")
@@ -395,7 +396,7 @@ class Task:
         target = first["target"]
         dense = self.card.objective == "dense"
         if dense and target is not None and target.dim() == 2:
-            target = _pad_axis1(target, int(config.output_len) if output is None else output.shape[1], -100)
+            target = _pad_axis1(target, int(config.output_len) if output is None else output.shape[1], IGNORE_INDEX)
         return TaskData(inputs=inputs, masks=masks, target=target, output=output, query=self.query,
                         fused=self.fused, trimmable=not dense and config.decoder_reduction != "eot")
 
@@ -462,7 +463,7 @@ class Task:
     def _num_classes(self, targets: list[torch.Tensor]) -> int:
         declared = [self.pm.dataset(d).num_classes for d in self.datasets()]
         declared = [n for n in declared if n]
-        largest = max(int(t[t != -100].max()) if (t != -100).any() else 0 for t in targets) + 1
+        largest = max(int(t[t != IGNORE_INDEX].max()) if (t != IGNORE_INDEX).any() else 0 for t in targets) + 1
         if self.card.objective == "dense" and self.tokenizers.get(self.modalities[0]) is not None:
             largest = max(largest, int(self.tokenizers[self.modalities[0]].vocab_size))
         return max([largest, *declared])

@@ -3,7 +3,7 @@
 A sentinel is one scalar per sample, shape ``[batch]``, every element equal to the sentinel value.
 Real attention masks are ``[batch, m]`` and real output arrays ``[batch, o, e]``, so a sentinel is
 recognised by its shape first and its value second, never by a mean. This is the only module
-that spells the sentinel values.
+that spells the sentinel values and the ignore index of targets.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ MASK_SENTINEL: int = -69
 
 OUTPUT_SENTINEL: int = -420
 """Value of an output-array sentinel: "this batch has no output array"."""
+
+IGNORE_INDEX: int = -100
+"""Target value of a position without a label: the loss and the metrics skip it (padding of dense
+targets, unmasked positions of masked-token tasks, the rows a distributed step pads with)."""
 
 
 def mask_sentinel(batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
