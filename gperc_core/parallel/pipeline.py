@@ -297,6 +297,22 @@ def cut_stage(model: nn.Module, start: int, stop: int) -> nn.Module:
     return stage
 
 
+class _StageRunner(nn.Module):
+    """What the schedule calls for one stage: the stage with the inputs it uses. A rank that holds
+    several stages (interleaved) is given the first stage's and the last stage's keyword inputs for
+    all of them; a later stage takes the latents of the previous one instead of ``input_array``."""
+
+    def __init__(self, stage: nn.Module, first: bool) -> None:
+        super().__init__()
+        self.stage, self.first = stage, first
+
+    def forward(self, *latents: torch.Tensor, input_array: Any = None, attention_mask: Any = None,
+                output_array: Any = None) -> torch.Tensor:
+        if self.first:
+            return self.stage(input_array, attention_mask, output_array)
+        return self.stage(latents[0], attention_mask, output_array)
+
+
 # ============================================================================================ the handle
 def _schedule_class(name: str) -> type:
     import torch.distributed.pipelining as pipelining
@@ -328,7 +344,8 @@ class PipelineHandle:
 
     def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[nn.Module], stage_ids: list[int],
                  schedule: str, microbatches: int, group: Any, dp_group: Any, device: torch.device,
-                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool,
+                 loss: str | MaskedCrossEntropy | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 allow_reshape: bool,
                  label_smoothing: float = 0.0, find_unused_parameters: bool | None = None) -> None:
         self.config = config
         self.plan = plan
@@ -347,24 +364,25 @@ class PipelineHandle:
         self.last_rank = (self.num_stages - 1) % self.pp_size
         self.is_first = 0 in stage_ids
         self.is_last = (self.num_stages - 1) in stage_ids
+        self.runners: list[nn.Module] = [_StageRunner(m, sid == 0) for m, sid in zip(stages, stage_ids)]
         if dp_group is not None:
             from gperc_core.parallel.distributed import wrap_ddp
 
             # the decoder stage's learned output queries go unused in batches that bring an output array
             last = self.num_stages - 1
-            self.runners: list[nn.Module] = [
-                wrap_ddp(m, group=dp_group, device=device,
-                         find_unused_parameters=(sid == last) if find_unused_parameters is None
-                         else bool(find_unused_parameters))
-                for m, sid in zip(stages, stage_ids)]
-        else:
-            self.runners = list(stages)
-        if callable(loss):
+            self.runners = [wrap_ddp(runner, group=dp_group, device=device,
+                                     find_unused_parameters=(sid == last) if find_unused_parameters is None
+                                     else bool(find_unused_parameters))
+                            for runner, sid in zip(self.runners, stage_ids)]
+        if isinstance(loss, MaskedCrossEntropy):
             self._loss: Callable[..., torch.Tensor] = loss
+            self._builtin_loss = True
+        elif callable(loss):
+            self._loss = loss
             self._builtin_loss = False
         else:
             if loss != "cross_entropy":
-                raise ConfigError(f"loss: expected 'cross_entropy' or a callable, got {loss!r}")
+                raise ConfigError(f"loss: expected 'cross_entropy', a MaskedCrossEntropy or a callable, got {loss!r}")
             self._loss = MaskedCrossEntropy(label_smoothing)
             self._builtin_loss = True
         self._train_schedule: Any = None
@@ -610,7 +628,7 @@ def _check_positive(name: str, value: Any) -> int:
 def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, schedule: str = "1f1b",
                    microbatches: int | None = None, group: Any = None, dp_group: Any = None,
                    device: str | torch.device | None = None,
-                   loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+                   loss: str | MaskedCrossEntropy | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
                    costs: Sequence[float] | None = None, model: Perceiver | None = None,
                    allow_reshape: bool = False, input_len: int | None = None,
                    output_len: int | None = None, label_smoothing: float = 0.0,
@@ -624,7 +642,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     ``model`` when given (e.g. a loaded checkpoint), else from ``Perceiver(config)`` with the config
     seed, so they equal the single-process model's; without ``model`` this rank builds only its stages'
     weights (the rest of the model on the meta device). ``loss`` is ``'cross_entropy'`` (`MaskedCrossEntropy`:
-    targets of `IGNORE_INDEX` ignored, ``label_smoothing`` applied) or a callable ``(logits, target) -> mean loss``
+    targets of `IGNORE_INDEX` ignored, ``label_smoothing`` applied), a `MaskedCrossEntropy` to share, or a callable ``(logits, target) -> mean loss``
     per microbatch. ``allow_reshape`` lets a batch of another size or output length rebuild the
     schedule (a shape-inference round) instead of raising. ``find_unused_parameters`` is DDP's flag for
     the decoder stage (default True: batches with an output array leave the learned queries unused;

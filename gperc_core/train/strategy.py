@@ -28,7 +28,12 @@ from gperc_core.train.loss import MaskedCrossEntropy
 Autocast = Callable[[], ContextManager]
 """A factory of the forward pass's autocast context (bf16 or a no-op)."""
 
-__all__ = ["Strategy", "SingleProcess", "StateView", "Autocast"]
+__all__ = ["Strategy", "SingleProcess", "StateView", "Autocast", "run_model", "check_no_compile"]
+
+
+def run_model(model: Any, batch: Mapping[str, Any]) -> torch.Tensor:
+    """``model``'s logits for a batch dict (``input_array``, optional ``attention_mask`` and ``output_array``)."""
+    return model(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
 
 
 class StateView:
@@ -84,7 +89,7 @@ class Strategy:
     def prepare(self, build_model: Callable[[], nn.Module], config: PerceiverConfig, training: TrainingConfig,
                 loss: MaskedCrossEntropy, probe: Mapping[str, Any]) -> None:
         """Build and place this process's part of the model. ``build_model`` builds the full model
-        (only strategies that hold all of it call it), ``probe`` is one training batch."""
+        (only strategies that hold all of it call it), ``probe`` is one training batch (fixed shapes)."""
         raise NotImplementedError
 
     def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -139,7 +144,7 @@ class SingleProcess(Strategy):
         self.loss = loss
 
     def _forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.forward_model(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
+        return run_model(self.forward_model, batch)
 
     def backward(self, batch: Mapping[str, Any], autocast: Autocast) -> float:
         self.module.train()

@@ -29,7 +29,7 @@ from gperc_core.io import runs
 from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supported, resolve_device, to_device
 from gperc_core.train.loss import MaskedCrossEntropy
 from gperc_core.train.metrics import MetricAccumulator, append_jsonl
-from gperc_core.train.strategy import SingleProcess, StateView, Strategy
+from gperc_core.train.strategy import SingleProcess, StateView, Strategy, run_model
 
 
 class _TerminateAsInterrupt:
@@ -79,7 +79,7 @@ def evaluate_model(model: torch.nn.Module, data: Any, batch_size: int = 256, dev
         batch = to_device(batch, device)
         autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
-            return model(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
+            return run_model(model, batch)
 
     return evaluate_batches(predict, data, batch_size, trim=trim)
 
@@ -106,7 +106,7 @@ class Trainer:
         self.eval_data = task.split(task.card.eval_split)
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
         self.loss = MaskedCrossEntropy(self.cfg.label_smoothing)
-        probe = self.train_data.batch(torch.arange(1), trim=False)
+        probe = self.train_data.batch(torch.arange(min(len(self.train_data), self.cfg.batch_size)), trim=False)
         self.strategy.prepare(task.build_model, self.config, self.cfg, self.loss, probe)
         self.model = self.strategy.module
         self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
