@@ -37,7 +37,7 @@ def default_out(task: str) -> Path:
     return Path("runs") / f"{task.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _run(make_task: Callable[[], Any], out: Callable[[Any, Any], Path], parallel: Any, device: Any,
+def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any, device: Any,
          resuming: bool, log: Log | None) -> dict[str, Any]:
     """Set up the strategy, build the task and the trainer, train, and return the summary."""
     from gperc_core.io.runs import PLOT_FILE, latest_checkpoint
@@ -50,10 +50,10 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any, Any], Path], parallel
     strategy = make_strategy(parallel, device=device) if wants_distributed(parallel) else None
     try:
         with strategy.guard() if strategy is not None else contextlib.nullcontext():
+            run_dir = Path(out(strategy))
             task = make_task()
             if strategy is None:
                 strategy = make_strategy(parallel, device=task.training.device)
-            run_dir = Path(out(task, strategy))
             trainer = Trainer(task, run_dir, strategy=strategy)
             if resuming:
                 trainer.load_checkpoint()
@@ -104,12 +104,15 @@ def train(task: Any, out_dir: str | Path | None = None, *, overrides: Mapping[st
             raise TaskError(f"overrides: expected none with a Task object (create it with them), got {sorted(overrides)}")
         name, make_task = task.name, (lambda: task)
 
-    def out(_task: Any, strategy: Any) -> Path:
-        chosen = Path(out_dir) if out_dir is not None else Path(strategy.broadcast_object(str(default_out(name))))
+    def out(strategy: Any) -> Path:
+        """The run folder: ``out_dir``, else a fresh name chosen by rank 0 and shared with every rank."""
+        chosen = default_out(name) if out_dir is None else Path(out_dir)
+        if out_dir is None and strategy is not None:
+            chosen = Path(strategy.broadcast_object(str(chosen)))
         if is_run_dir(chosen) and latest_checkpoint(chosen) is not None:
             raise CheckpointError(f"out_dir {str(chosen)!r}: expected a new or empty run folder, got one that holds "
-                                  f"a run; continue it with resume({str(chosen)!r}) (gperc train --resume) or "
-                                  f"choose another")
+                                  f"a run; continue it with --resume {chosen} (gperc_core.api.resume) or choose "
+                                  f"another --out")
         return chosen
 
     device = overrides.get("training.device", "auto")
@@ -137,4 +140,4 @@ def resume(run_dir: str | Path, *, overrides: Mapping[str, Any] | None = None, p
         return create_task(record["task"], pm=pm, card=card, **merged)
 
     device = merged.get("training.device", "auto")
-    return _run(make_task, lambda task, strategy: folder, parallel, device, resuming=True, log=log)
+    return _run(make_task, lambda strategy: folder, parallel, device, resuming=True, log=log)
