@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
-from gperc_core.errors import CheckpointError, ConfigError, InputError, describe
+from gperc_core.errors import ConfigError, InputError, describe
 from gperc_core.model.perceiver import INPUT_UNITS, Perceiver, validate_inputs
 from gperc_core.model.sentinels import resolve_mask, resolve_output_array
 from gperc_core.train.device import to_device

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from gperc_core.model.sentinels import IGNORE_INDEX
 
-__all__ = ["MaskedCrossEntropy", "classification_loss", "IGNORE_INDEX"]
+__all__ = ["MaskedCrossEntropy", "IGNORE_INDEX"]
 
 
 class MaskedCrossEntropy:
@@ -47,7 +47,3 @@ class MaskedCrossEntropy:
         """Mean loss over the labelled targets of this batch (0 when none is labelled)."""
         return self.total(logits, target) / max(self.count(target), 1)
 
-
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over the labelled targets of ``logits`` and ``target`` (see `MaskedCrossEntropy`)."""
-    return MaskedCrossEntropy(label_smoothing).mean(logits, target)
