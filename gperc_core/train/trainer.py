@@ -84,6 +84,26 @@ def evaluate_model(model: torch.nn.Module, data: Any, batch_size: int = 256, dev
     return evaluate_batches(predict, data, batch_size, trim=trim)
 
 
+def _named_state(state_dict: Mapping[str, Any], names: list[list[str]]) -> dict[str, Any]:
+    """The per-parameter state of an optimizer ``state_dict`` keyed by parameter name (``names``: the
+    names of each group's parameters, in order)."""
+    state = state_dict["state"]
+    return {name: state[index] for group, group_names in zip(state_dict["param_groups"], names)
+            for index, name in zip(group["params"], group_names) if index in state}
+
+
+def _laid_out(groups: list[Mapping[str, Any]], names: list[list[str]], named: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict whose groups hold the parameters ``names`` (numbered in order), with the
+    settings of ``groups`` and the per-parameter state ``named`` (keyed by name)."""
+    state, laid, index = {}, [], 0
+    for group, group_names in zip(groups, names):
+        ids = list(range(index, index + len(group_names)))
+        state.update({i: named[n] for i, n in zip(ids, group_names) if n in named})
+        laid.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        index += len(group_names)
+    return {"state": state, "param_groups": laid}
+
+
 # --------------------------------------------------------------------- the trainer
 class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
@@ -217,44 +237,19 @@ class Trainer:
         full_names = self._full_group_names()
         if full_names == self.group_names:
             return own
-        named = {}
-        for group, names in zip(own["param_groups"], self.group_names):
-            for index, name in zip(group["params"], names):
-                if index in own["state"]:
-                    named[name] = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-                                   for k, v in own["state"][index].items()}
-        merged = self.strategy.gather_named(named)
-        state, groups, index = {}, [], 0
-        for group, names in zip(own["param_groups"], full_names):
-            ids = []
-            for name in names:
-                if name in merged:
-                    state[index] = merged[name]
-                ids.append(index)
-                index += 1
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        return {"state": state, "param_groups": groups}
+        named = {name: {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+                 for name, state in _named_state(own, self.group_names).items()}
+        return _laid_out(own["param_groups"], full_names, self.strategy.gather_named(named))
 
     def _load_optimizer_state(self, full: Mapping[str, Any], path: Path) -> None:
         """Load this process's part of a single-process optimizer state_dict ``full``."""
         full_names = self._full_group_names()
         try:
-            groups = full["param_groups"]
-            if [len(g["params"]) for g in groups] != [len(n) for n in full_names]:
-                raise ValueError(f"groups of {[len(g['params']) for g in groups]} parameters, "
-                                 f"expected {[len(n) for n in full_names]}")
-            named = {name: full["state"][index] for group, names in zip(groups, full_names)
-                     for index, name in zip(group["params"], names) if index in full["state"]}
-            state, own_groups, index = {}, [], 0
-            for group, names in zip(groups, self.group_names):
-                ids = []
-                for name in names:
-                    if name in named:
-                        state[index] = named[name]
-                    ids.append(index)
-                    index += 1
-                own_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-            self.optimizer.load_state_dict({"state": state, "param_groups": own_groups})
+            sizes = [len(g["params"]) for g in full["param_groups"]]
+            if sizes != [len(n) for n in full_names]:
+                raise ValueError(f"groups of {sizes} parameters, expected {[len(n) for n in full_names]}")
+            own = _laid_out(full["param_groups"], self.group_names, _named_state(full, full_names))
+            self.optimizer.load_state_dict(own)
         except (ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"{path}: optimizer state does not match the model ({exc})") from exc
 
