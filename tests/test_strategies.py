@@ -37,7 +37,8 @@ def _train(trainer: Trainer) -> dict:
             break
         trainer.train_step(batch)
     return {"state": {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()},
-            "eval": trainer.evaluate(), "local_keys": sorted(k for k, _ in trainer.strategy.named_parameters())}
+            "eval": trainer.evaluate(), "local_keys": sorted(k for k, _ in trainer.strategy.named_parameters()),
+            "is_main": trainer.is_main}
 
 
 def _strategies_worker(ctx, root: str):
@@ -53,7 +54,6 @@ def _strategies_worker(ctx, root: str):
     options = ParallelOptions(pipeline_stages=2, microbatches=2)
     pipe = Trainer(_task(), Path(root) / "pipe", strategy=Pipelined(ctx, build_layout(2, ctx), options))
     report["pipe"] = _train(pipe)
-    report["pipe"]["is_main"] = pipe.is_main
     pipe.save_checkpoint()
     return report
 
@@ -68,8 +68,8 @@ def runs(tmp_path_factory):
     return root, single, reference, spawn_workers(_strategies_worker, 2, args=(str(root),), timeout_s=90)
 
 
-def _max_diff(a: dict, b: dict) -> float:
-    assert set(a) == set(b)
+def _max_diff(a: dict, b: dict, complete: bool = True) -> float:
+    assert set(a) == set(b) if complete else set(a) <= set(b)
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
@@ -78,7 +78,10 @@ def test_strategy_trains_like_one_process(runs, mode):
     _, single, _, per_rank = runs
     for rank, report in enumerate(per_rank):
         r = report[mode]
-        assert _max_diff(r["state"], single["state"]) < ATOL, f"rank {rank}: weights differ after {STEPS} steps"
+        assert r["is_main"] == (rank == 0)
+        # the full state is gathered on the main process; a pipeline rank holds its own stage's part
+        complete = r["is_main"] or mode == "ddp"
+        assert _max_diff(r["state"], single["state"], complete) < ATOL, f"rank {rank}: weights differ after {STEPS} steps"
         for key in ("loss", "accuracy"):
             assert abs(r["eval"][key] - single["eval"][key]) < ATOL, f"rank {rank}: eval {key} differs"
 

@@ -297,6 +297,24 @@ def cut_stage(model: nn.Module, start: int, stop: int) -> nn.Module:
     return stage
 
 
+def merge_dicts(local: Mapping[str, Any], group: Any, *, everywhere: bool = True) -> dict[str, Any]:
+    """The union of every rank's ``local`` dict over ``group`` (a collective): on every rank, or with
+    ``everywhere=False`` only on the group's first rank (the others get ``local`` back)."""
+    size = dist.get_world_size(group)
+    if size == 1:
+        return dict(local)
+    if everywhere:
+        parts: list[Any] | None = [None] * size
+        dist.all_gather_object(parts, dict(local), group=group)
+    else:
+        first = dist.get_rank(group) == 0
+        parts = [None] * size if first else None
+        dist.gather_object(dict(local), parts, group=group, group_dst=0)
+        if not first:
+            return dict(local)
+    return {k: v for part in parts for k, v in part.items()}
+
+
 class _StageRunner(nn.Module):
     """What the schedule calls for one stage: the stage with the inputs it uses. A rank that holds
     several stages (interleaved) is given the first stage's and the last stage's keyword inputs for
@@ -432,20 +450,14 @@ class PipelineHandle:
             state.update(module.state_dict())
         return state
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every key of the model (gathered from the pipeline's ranks, on CPU), in the single-process layout.
+    def full_state_dict(self, everywhere: bool = True) -> dict[str, torch.Tensor]:
+        """Every key of the model (gathered from the pipeline's ranks, on CPU), in the single-process layout;
+        with ``everywhere=False`` only on the pipeline's first rank (the others get their own keys).
 
         A collective over the pipeline group: every rank of the pipeline must call it.
         """
         local = {k: v.detach().to("cpu") for k, v in self.state_dict().items()}
-        if self.pp_size == 1:
-            return local
-        gathered: list[Any] = [None] * self.pp_size
-        dist.all_gather_object(gathered, local, group=self.group)
-        full: dict[str, torch.Tensor] = {}
-        for part in gathered:
-            full.update(part)
-        return full
+        return merge_dicts(local, self.group, everywhere=everywhere)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state") -> None:
         """Load this rank's keys from a full single-process ``state``; a missing or mis-shaped key is a

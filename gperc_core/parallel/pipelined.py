@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
 from gperc_core.parallel.distributed import DistContext, ParallelLayout
 from gperc_core.parallel.options import ParallelOptions
-from gperc_core.parallel.pipeline import PipelineHandle, build_pipeline, measure_block_times, normalise_schedule
+from gperc_core.parallel.pipeline import (PipelineHandle, build_pipeline, measure_block_times, merge_dicts,
+                                         normalise_schedule)
 from gperc_core.parallel.shards import replica_share
 from gperc_core.parallel.strategy import DistributedStrategy
 from gperc_core.train.device import to_device
@@ -95,12 +95,12 @@ class Pipelined(DistributedStrategy):
             return self.handle.predict(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.handle.full_state_dict()
+        """Every key on the main process (gathered to the first rank of each pipeline); this rank's keys elsewhere."""
+        return self.handle.full_state_dict(everywhere=False)
 
     def gather_named(self, named: Mapping[str, Any]) -> dict[str, Any]:
-        parts: list[Any] = [None] * self.layout.pp_size
-        dist.all_gather_object(parts, dict(named), group=self.layout.pp_group)
-        return {k: v for part in parts for k, v in part.items()}
+        """Every stage's values on the main process (gathered like `full_state_dict`)."""
+        return merge_dicts(named, self.layout.pp_group, everywhere=False)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         self.handle.load_state_dict(state, source=source)

@@ -112,12 +112,14 @@ class Strategy:
         raise NotImplementedError
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every key of the model in the single-process layout (a collective where the model is split)."""
+        """Every key of the model in the single-process layout, complete on the main process (a collective
+        where the model is split; other processes may get only their part)."""
         assert self.module is not None, "prepare() first"
         return model_state(self.module)
 
     def gather_named(self, named: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge per-parameter-name values (e.g. optimizer state) of every part of the model (a collective)."""
+        """Merge per-parameter-name values (e.g. optimizer state) of every part of the model, complete on the
+        main process (a collective)."""
         return dict(named)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str) -> None:
