@@ -152,3 +152,20 @@ def test_a_pipeline_rank_builds_only_its_own_stage():
         reference = dict(full.named_parameters())
         for key, value in r["weights"].items():
             assert torch.equal(value, reference[key]), f"rank {rank}: {key} differs from the single-process init"
+
+
+# ------------------------------------------------------------------------------------------- the Python API
+def test_api_train_then_resume(tmp_path):
+    from gperc_core.api.training import resume, train
+    from gperc_core.errors import CheckpointError
+
+    lines: list[str] = []
+    result = train("blob/blobs", tmp_path / "run", overrides={**SETTINGS, "training.max_steps": 2}, pm=fake_pm(),
+                   log=lines.append)
+    assert result["step"] == 2 and result["is_main"] and result["run_dir"] == tmp_path / "run"
+    assert result["model"].is_file() and result["checkpoint"].name == "step-00000002"
+    assert any(line.startswith("task blob/blobs:") for line in lines), lines
+    again = resume(tmp_path / "run", overrides={"training.max_steps": 3}, pm=fake_pm())
+    assert again["step"] == 3 and again["checkpoint"].name == "step-00000003"
+    with pytest.raises(CheckpointError, match="--resume"):
+        train("blob/blobs", tmp_path / "run", overrides=SETTINGS, pm=fake_pm())
