@@ -51,8 +51,7 @@ _EXPORTS: dict[str, str] = {
     # parallel
     "build_pipeline": "gperc_core.parallel.pipeline", "PipelinePlan": "gperc_core.parallel.pipeline",
     "plan_stages": "gperc_core.parallel.pipeline",
-    # api (evaluate / predict)
-    "evaluate": "gperc_core.api.evaluation", "predict": "gperc_core.api.prediction",
+    "ParallelOptions": "gperc_core.parallel.options", "make_strategy": "gperc_core.parallel",
 }
 
 
@@ -83,6 +82,8 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.models import (Block, DecoderBlock, Embeddings, EncoderBlock, Perceiver, ProcessorBlock,
                                    build_position_encoding, get_distributed_model)
     from gperc_core.parallel.pipeline import PipelinePlan, build_pipeline, plan_stages
+    from gperc_core.parallel import make_strategy
+    from gperc_core.parallel.options import ParallelOptions
     from gperc_core.plugins.hookspecs import hookimpl, hookspec
     from gperc_core.plugins.manager import PluginManager, get_plugin_manager
     from gperc_core.plugins.cards import packaged_task_cards

@@ -31,7 +31,12 @@ def runs(tmp_path_factory):
 
 
 def test_api_exports():
-    assert gperc_core.evaluate is api.evaluate and gperc_core.predict is api.predict
+    from gperc_core import api as package
+    from gperc_core.api import evaluation, prediction, training
+
+    assert package.evaluate is evaluation.evaluate and package.predict is prediction.predict
+    assert package.train is training.train and package.resume is training.resume
+    assert not hasattr(gperc_core, "evaluate")  # the four verbs live in gperc_core.api, not the root
 
 
 def test_evaluate_returns_the_metrics(runs):

@@ -15,7 +15,7 @@ from gperc_core import PerceiverConfig
 from gperc_core.parallel.distributed import spawn_workers
 from gperc_core.errors import ConfigError, InputError
 from gperc_core.model.perceiver import Perceiver
-from gperc_core.parallel.pipeline import PerceiverStage, block_costs, normalise_schedule, plan_stages
+from gperc_core.parallel.pipeline import block_costs, cut_stage, normalise_schedule, plan_stages
 from gperc_core.model.sentinels import mask_sentinel
 
 ATOL = 1e-5
@@ -105,7 +105,7 @@ def test_stage_keys_partition_the_single_process_keys():
     config = tiny_config(num_layers=3, input_pos_enc="sinusoid")
     model = Perceiver(config)
     plan = plan_stages(config, 3)
-    stage_keys = [set(PerceiverStage(model, *b).state_dict()) for b in plan.bounds]
+    stage_keys = [set(cut_stage(model, *b).state_dict()) for b in plan.bounds]
     assert set().union(*stage_keys) == set(model.state_dict())
     assert sum(len(k) for k in stage_keys) == len(model.state_dict())
 
@@ -114,7 +114,7 @@ def test_stage_modules_chain_to_the_full_forward():
     config = tiny_config(num_layers=3)
     model = Perceiver(config).eval()
     x, mask, out, _ = make_batch(config, 4, mask=True, output_array=True, dense=False)
-    stages = [PerceiverStage(model, *b) for b in plan_stages(config, 4).bounds]
+    stages = [cut_stage(model, *b) for b in plan_stages(config, 4).bounds]
     latents = stages[0](input_array=x, attention_mask=mask)
     for stage in stages[1:-1]:
         latents = stage(latents)

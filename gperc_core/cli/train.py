@@ -1,4 +1,5 @@
-"""``gperc train TASK``: train a task of the registry and write a run folder.
+"""``gperc train TASK``: train a task of the registry and write a run folder (a thin shell over
+`gperc_core.api.train` and `gperc_core.api.resume`; under ``torchrun`` every rank runs it).
 
 ``--set key=value`` overrides anything of the card (``model.latent_dim=64``, ``training.lr=3e-4``,
 ``options.image.representation=patches``); ``--resume DIR`` continues a run from its latest
@@ -8,7 +9,6 @@ checkpoint exactly. Ctrl-C (or SIGTERM) saves a resumable checkpoint before exit
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--device", default=None, help="'auto' (default), 'cpu' or 'cuda'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    from gperc_core.parallel.launch import add_arguments as add_distributed_arguments
+    from gperc_core.parallel.options import ParallelOptions
 
-    add_distributed_arguments(parser)  # --pipeline-stages, --microbatches, --schedule, --dist-timeout, ...
+    ParallelOptions.add_arguments(parser)  # --pipeline-stages, --microbatches, --schedule, --dist-timeout, ...
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,82 +57,50 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def default_out(task: str) -> Path:
-    """Return a fresh run folder name for ``task``: ``runs/<modality>-<task>-<YYYYmmdd-HHMMSS>``."""
-    return Path("runs") / f"{task.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) with `gperc_core.api.train` / `gperc_core.api.resume` on this rank and print
+    where everything is; returns 0, or 130 when interrupted (after checkpointing)."""
+    import sys
 
-
-def prepare(args: argparse.Namespace):
-    """Build the task and the `Trainer` the arguments ask for (resuming restores the checkpoint)."""
-    from gperc_core.errors import CheckpointError, TaskError
+    from gperc_core.api.training import TrainingInterrupted, resume, train
+    from gperc_core.errors import TaskError
+    from gperc_core.io.runs import check_run_dir, read_task_file
+    from gperc_core.parallel.options import ParallelOptions
     from gperc_core.plugins.manager import plugin_manager_from_args
-    from gperc_core.data.registry import validate_card
-    from gperc_core.io.runs import check_run_dir, is_run_dir, latest_checkpoint, read_task_file
-    from gperc_core.data.tasks import merge_overrides, create_task
-    from gperc_core.train.trainer import Trainer
 
     pm = plugin_manager_from_args(args)
     overrides = cli_overrides(args)
-    if args.resume:
-        run_dir = check_run_dir(args.resume)
-        record = read_task_file(run_dir)
-        if args.task and args.task != record["task"]:
-            raise TaskError(f"TASK: expected {record['task']!r} (the task of {run_dir}) with --resume, got {args.task!r}")
-        if args.out and Path(args.out).resolve() != run_dir.resolve():
-            raise TaskError(f"--out: expected nothing or the --resume folder {str(run_dir)!r}, got {args.out!r}")
-        card = validate_card(record["card"], source=str(run_dir / "task.json"))
-        merged = merge_overrides(record.get("overrides", {}), overrides)
-        if "training.max_steps" not in overrides:
-            merged.pop("training.max_steps", None)
-        task = create_task(record["task"], pm=pm, card=card, **merged)
-        trainer = (getattr(args, "trainer_factory", None) or Trainer)(task, run_dir)
-        trainer.load_checkpoint()
-        return task, trainer
-    if not args.task:
-        raise TaskError("TASK: expected a task name (see 'gperc tasks') or --resume DIR, got neither")
-    out = Path(args.out) if args.out else default_out(args.task)
-    if is_run_dir(out) and latest_checkpoint(out) is not None:
-        raise CheckpointError(f"--out {str(out)!r}: expected a new or empty run folder, got one that holds a run; "
-                              f"continue it with --resume {out} or choose another --out")
-    task = create_task(args.task, pm=pm, **overrides)
-    return task, (getattr(args, "trainer_factory", None) or Trainer)(task, out)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train and print where everything is; returns 0, or 130 when interrupted (after checkpointing)."""
-    import sys
-
-    from gperc_core.io.runs import PLOT_FILE, latest_checkpoint
-
-    from gperc_core.parallel.launch import wants_distributed
-
-    if wants_distributed(args) and not getattr(args, "trainer_factory", None):
-        from gperc_core.parallel.launch import run as run_distributed
-
-        return run_distributed(args)  # sets args.trainer_factory and comes back here on every rank
-    t0 = time.perf_counter()
-    task, trainer = prepare(args)
-    setup_s = time.perf_counter() - t0
-    params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"task {task.name}: {len(trainer.train_data)} train / {len(trainer.eval_data)} eval samples, "
-          f"{params:,} parameters, device {trainer.device}, bf16 {'on' if trainer.bf16 else 'off'}, "
-          f"{trainer.total_steps} steps ({trainer.cfg.epochs} epochs); data ready in {setup_s:.1f} s", flush=True)
+    parallel = ParallelOptions.from_args(args)
+    log = lambda message: print(message, flush=True)  # noqa: E731
     try:
-        result = trainer.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; checkpoint: {latest_checkpoint(trainer.out_dir)}\n"
-              f"resume with: gperc train --resume {trainer.out_dir}", file=sys.stderr)
+        if args.resume:
+            run_dir = check_run_dir(args.resume)
+            recorded = read_task_file(run_dir)["task"]
+            if args.task and args.task != recorded:
+                raise TaskError(f"TASK: expected {recorded!r} (the task of {run_dir}) with --resume, got {args.task!r}")
+            if args.out and Path(args.out).resolve() != run_dir.resolve():
+                raise TaskError(f"--out: expected nothing or the --resume folder {str(run_dir)!r}, got {args.out!r}")
+            result = resume(run_dir, overrides=overrides, parallel=parallel, pm=pm, log=log)
+        elif not args.task:
+            raise TaskError("TASK: expected a task name (see 'gperc tasks') or --resume DIR, got neither")
+        else:
+            result = train(args.task, args.out, overrides=overrides, parallel=parallel, pm=pm, log=log)
+    except TrainingInterrupted as stop:
+        if stop.is_main:
+            print(f"\ninterrupted at step {stop.step}; checkpoint: {stop.checkpoint}\n"
+                  f"resume with: gperc train --resume {stop.run_dir}", file=sys.stderr)
         return 130
-    out = trainer.out_dir
+    if not result["is_main"]:
+        return 0
     ev = result["eval"]
-    print(f"run folder: {out}")
-    print(f"checkpoint: {latest_checkpoint(out)}")
-    print(f"model:      {out / 'model.safetensors'}")
-    print(f"metrics:    {out / 'metrics.jsonl'}")
-    print(f"plot:       {out / PLOT_FILE}")
-    baseline = task.card.baseline or {}
+    print(f"run folder: {result['run_dir']}")
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"model:      {result['model']}")
+    print(f"metrics:    {result['metrics']}")
+    print(f"plot:       {result['plot']}")
+    baseline = result["baseline"]
     base = f" (baseline {baseline['accuracy']:.4f})" if "accuracy" in baseline else ""
-    print(f"{task.name} {task.card.eval_split}: accuracy={ev['accuracy']:.4f} loss={ev['loss']:.4f}{base} after "
+    print(f"{result['task']} {result['eval_split']}: accuracy={ev['accuracy']:.4f} loss={ev['loss']:.4f}{base} after "
           f"{result['step']}/{result['total_steps']} steps, {result['train_time_s']:.1f} s training, "
           f"{result['samples_per_s']:.0f} samples/s")
     return 0

@@ -8,7 +8,7 @@ The batch dict has four keys:
   and none carried its own mask (the ``[b]`` mask sentinel instead of ``None`` with ``sentinels=True``).
 - ``output_array``: float ``[b, o, e]`` from the samples' per-sample query arrays, padded with zeros
   to the longest ``o``; ``None`` (or the ``[b]`` output sentinel) when no sample has one.
-- ``target``: long ``[b]`` for integer targets; long ``[b, o]`` padded with ``target_pad`` (-100, the
+- ``target``: long ``[b]`` for integer targets; long ``[b, o]`` padded with ``target_pad`` (`IGNORE_INDEX`, the
   ignore index of ``cross_entropy``) for per-query targets; float targets stacked; ``None`` when no
   sample has a target.
 
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from gperc_core.errors import InputError, describe
-from gperc_core.model.sentinels import mask_sentinel, output_sentinel
+from gperc_core.model.sentinels import IGNORE_INDEX, mask_sentinel, output_sentinel
 from gperc_core.plugins.specs import Batch, InputArray
 
 __all__ = ["Collator", "collate"]
@@ -55,7 +55,7 @@ class Collator:
     """
 
     def __init__(self, pad_to: int | None = None, sentinels: bool = False, pad_value: float = 0.0,
-                 target_pad: int = -100) -> None:
+                 target_pad: int = IGNORE_INDEX) -> None:
         if pad_to is not None and (not isinstance(pad_to, int) or isinstance(pad_to, bool) or pad_to <= 0):
             raise InputError(f"pad_to: expected a positive integer or None, got {pad_to!r}")
         if not isinstance(sentinels, bool):

@@ -26,7 +26,7 @@ from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.errors import ConfigError, InputError, describe
-from gperc_core.model.perceiver import Perceiver
+from gperc_core.model.perceiver import Materialise, Perceiver, build_unit, materialising, unit_prefix
 
 _SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
 FUSION_KEYS = ("dim", "modality_dropout")
@@ -105,14 +105,15 @@ class ModalityFusion(nn.Module):
         self.spec = fusion_spec(config)
         self.modalities = list(self.spec)
         width = int(config.input_dim)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(config.seed) + 1)
+        with build_unit(config.seed, "projections"):
             self.projections = nn.ModuleDict({
                 m: (nn.Embedding(e["input_num_tokens"], width) if e.get("input_type") == "tokens"
                     else nn.Linear(e["input_dim"], width))
                 for m, e in self.spec.items()})
+        with build_unit(config.seed, "modality_embedding"):
             self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), width) * config.pos_init_std)
-        self.perceiver = Perceiver(config)
+        with unit_prefix("perceiver."):
+            self.perceiver = Perceiver(config)
 
     def fuse(self, input_array: Mapping[str, torch.Tensor],
              attention_mask: Mapping[str, torch.Tensor | None] | None = None
@@ -183,6 +184,11 @@ class ModalityFusion(nn.Module):
     def forward(self, input_array: Mapping[str, torch.Tensor],
                 attention_mask: Mapping[str, torch.Tensor | None] | None = None,
                 output_array: torch.Tensor | None = None, return_attentions: bool = False):
+        """Fuse and run the `Perceiver`. In a pipeline stage without the projections (see
+        `gperc_core.parallel.pipeline.cut_stage`) ``input_array`` is the previous stage's latents and
+        goes straight to the perceiver stage."""
+        if self.projections is None:
+            return self.perceiver(input_array, attention_mask, output_array, return_attentions)
         fused, mask = self.fuse(input_array, attention_mask)
         return self.perceiver(fused, mask, output_array, return_attentions)
 
@@ -192,9 +198,13 @@ class ModalityFusion(nn.Module):
     from_pretrained = Perceiver.__dict__["from_pretrained"]
 
 
-def model_for_config(config: PerceiverConfig) -> nn.Module:
-    """Return a fresh model for ``config``: a `ModalityFusion` when it has a ``fusion`` field, else a `Perceiver`."""
-    return ModalityFusion(config) if config.get("fusion") else Perceiver(config)
+def model_for_config(config: PerceiverConfig, materialise: Materialise | None = None) -> nn.Module:
+    """Return a fresh model for ``config``: a `ModalityFusion` when it has a ``fusion`` field, else a `Perceiver`.
+
+    ``materialise`` (unit name -> bool) builds the units it rejects on the meta device: a pipeline rank
+    builds only its stages' weights, equal to the single-process model's."""
+    with materialising(materialise):
+        return ModalityFusion(config) if config.get("fusion") else Perceiver(config)
 
 
 def load_any_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

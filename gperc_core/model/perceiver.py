@@ -9,8 +9,12 @@ a projection to ``n_classes``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,7 +26,66 @@ from gperc_core.model.position import build_position_encoding, fourier_features,
 from gperc_core.model.sentinels import resolve_mask, resolve_output_array
 
 __all__ = ["build_position_encoding", "Block", "Embeddings", "EncoderBlock", "ProcessorBlock",
-           "DecoderBlock", "Perceiver", "validate_inputs"]
+           "DecoderBlock", "Perceiver", "validate_inputs", "build_unit", "unit_seed", "materialising", "unit_prefix", "INPUT_UNITS",
+           "Materialise"]
+
+INPUT_UNITS: tuple[str, ...] = ("input_embedding", "input_pos", "input_pos_table", "input_fourier", "latent")
+"""The members of `Embeddings` that belong with the encoder (its first pipeline stage); the other one,
+``output_query``, belongs with the decoder."""
+
+
+Materialise = Callable[[str], bool]
+"""A predicate on unit names (``"encoder"``, ``"processors.1"``, ``"embeddings.latent"``...): True for the
+units to build with real weights, False for those to build on the meta device (no memory)."""
+
+
+def unit_seed(seed: int, name: str) -> int:
+    """The seed that initialises the unit ``name`` of a model of config seed ``seed`` (stable across
+    processes and Python versions)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63)
+
+
+_MATERIALISE: contextvars.ContextVar[Materialise | None] = contextvars.ContextVar("gperc_materialise", default=None)
+_UNIT_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("gperc_unit_prefix", default="")
+
+
+@contextmanager
+def materialising(materialise: Materialise | None) -> Iterator[None]:
+    """Context in which models build only the units ``materialise`` accepts with weights (on the CPU)
+    and every other unit on the meta device; ``None`` builds everything as usual."""
+    token = _MATERIALISE.set(materialise)
+    try:
+        yield
+    finally:
+        _MATERIALISE.reset(token)
+
+
+@contextmanager
+def unit_prefix(prefix: str) -> Iterator[None]:
+    """Context in which the unit names `build_unit` checks against ``materialise`` start with ``prefix``
+    (e.g. ``"perceiver."`` for the Perceiver inside a `ModalityFusion`)."""
+    token = _UNIT_PREFIX.set(_UNIT_PREFIX.get() + prefix)
+    try:
+        yield
+    finally:
+        _UNIT_PREFIX.reset(token)
+
+
+@contextmanager
+def build_unit(seed: int, name: str) -> Iterator[None]:
+    """Context that builds the unit ``name``: its random initialisation drawn from `unit_seed` (without
+    touching the global RNG), on the meta device when the `materialising` predicate rejects it.
+
+    Every unit is seeded on its own, so the rank that owns a pipeline stage builds exactly the
+    weights the single-process model has, without building the other units."""
+    materialise = _MATERIALISE.get()
+    if materialise is None:
+        place: Any = contextlib.nullcontext()
+    else:
+        place = torch.device("cpu" if materialise(_UNIT_PREFIX.get() + name) else "meta")
+    with torch.random.fork_rng(devices=[]), place:
+        torch.manual_seed(unit_seed(seed, name))
+        yield
 
 
 def _check_config(config: Any) -> PerceiverConfig:
@@ -99,18 +162,30 @@ class Embeddings(nn.Module):
         super().__init__()
         self.config = _check_config(config)
         c = config
-        self.input_embedding = nn.Embedding(c.input_num_tokens, c.input_dim) if c.input_type == "tokens" else None
+
+        def unit(name: str) -> Any:
+            return build_unit(c.seed, f"embeddings.{name}")
+
+        self.input_embedding = None
+        if c.input_type == "tokens":
+            with unit("input_embedding"):
+                self.input_embedding = nn.Embedding(c.input_num_tokens, c.input_dim)
         self.input_pos: nn.Parameter | None = None
         if c.input_pos_enc == "trainable":
-            self.input_pos = build_position_encoding("trainable", c, c.input_len, c.input_dim)
+            with unit("input_pos"):
+                self.input_pos = build_position_encoding("trainable", c, c.input_len, c.input_dim)
         elif c.input_pos_enc == "sinusoid":
-            self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_dim), persistent=False)
+            with unit("input_pos_table"):
+                self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_dim), persistent=False)
         elif c.input_pos_enc == "fourier":
-            feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution)
-            self.register_buffer("input_fourier", feats, persistent=False)
-        self.latent = build_position_encoding("trainable", c, c.latent_len, c.latent_dim)
+            with unit("input_fourier"):
+                feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution)
+                self.register_buffer("input_fourier", feats, persistent=False)
+        with unit("latent"):
+            self.latent = build_position_encoding("trainable", c, c.latent_len, c.latent_dim)
         query_kind = "trainable" if c.output_pos_enc == "none" else c.output_pos_enc
-        self.output_query = build_position_encoding(query_kind, c, c.output_len, c.output_dim)
+        with unit("output_query"):
+            self.output_query = build_position_encoding(query_kind, c, c.output_len, c.output_dim)
 
     def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None):
@@ -217,17 +292,23 @@ class Perceiver(nn.Module):
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__()
         self.config = _check_config(config)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(config.seed))
-            self.embeddings = Embeddings(config)
+        seed = int(config.seed)
+        self.embeddings = Embeddings(config)
+        with build_unit(seed, "encoder"):
             self.encoder = EncoderBlock(config)
-            n_blocks = 1 if config.share_weights else config.num_layers
-            self.processors = nn.ModuleList([ProcessorBlock(config) for _ in range(n_blocks)])
+        n_blocks = 1 if config.share_weights else config.num_layers
+        processors = []
+        for i in range(n_blocks):
+            with build_unit(seed, f"processors.{i}"):
+                processors.append(ProcessorBlock(config))
+        self.processors = nn.ModuleList(processors)
+        with build_unit(seed, "decoder"):
             self.decoder = DecoderBlock(config)
 
     # ----------------------------------------------------------------- stages of the forward pass
-    def processor_at(self, layer: int) -> ProcessorBlock:
-        """Return the processor block that runs as layer ``layer`` (the shared one with ``share_weights``)."""
+    def processor_at(self, layer: int) -> ProcessorBlock | None:
+        """Return the processor block that runs as layer ``layer`` (the shared one with ``share_weights``);
+        ``None`` in a pipeline stage that does not hold it."""
         return self.processors[0] if self.config.share_weights else self.processors[layer]
 
     def encode(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -246,13 +327,24 @@ class Perceiver(nn.Module):
 
     def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None, return_attentions: bool = False):
-        attention_mask, output_array = validate_inputs(self.config, input_array, attention_mask, output_array)
-        attentions = []
-        latents, att = self.encode(input_array, attention_mask, return_attentions)
-        attentions.append(att)
+        """Run the blocks this model holds. A pipeline stage (see `gperc_core.parallel.pipeline.cut_stage`)
+        lacks some: without its encoder ``input_array`` is the latents ``[b, n, d]`` of the previous
+        stage, absent processors are skipped, and without its decoder the latents are returned."""
+        if self.encoder is not None:
+            attention_mask, output_array = validate_inputs(self.config, input_array, attention_mask, output_array)
+            latents, att = self.encode(input_array, attention_mask, return_attentions)
+            attentions = [att]
+        else:
+            attention_mask, output_array = resolve_mask(attention_mask), resolve_output_array(output_array)
+            latents, attentions = input_array, []
         for layer in range(self.config.num_layers):
-            latents, att = self.processor_at(layer)(latents, return_attentions)
-            attentions.append(att)
+            block = self.processor_at(layer)
+            if block is not None:
+                latents, att = block(latents, return_attentions)
+                attentions.append(att)
+        if self.decoder is None:
+            latents = latents.contiguous()
+            return (latents, attentions) if return_attentions else latents
         logits, att = self.decode(latents, output_array, attention_mask, return_attentions)
         attentions.append(att)
         if return_attentions:

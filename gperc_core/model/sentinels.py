@@ -3,7 +3,7 @@
 A sentinel is one scalar per sample, shape ``[batch]``, every element equal to the sentinel value.
 Real attention masks are ``[batch, m]`` and real output arrays ``[batch, o, e]``, so a sentinel is
 recognised by its shape first and its value second, never by a mean. This is the only module
-that spells the sentinel values.
+that spells the sentinel values and the ignore index of targets.
 """
 
 from __future__ import annotations

@@ -31,9 +31,8 @@ import torch.distributed as dist
 from torch import nn
 
 from gperc_core.errors import ConfigError
+from gperc_core.parallel.options import DEFAULT_TIMEOUT_S
 
-DEFAULT_TIMEOUT_S: float = 300.0
-"""Default process-group timeout: a rank waits at most this long for a peer."""
 
 PEER_FAILED_EXIT: int = 3
 """Exit code of a rank that stops because another rank failed."""

@@ -2,10 +2,13 @@
 
 The model is the sequence of blocks ``[encoder, processor 0 .. processor L-1, decoder]``.
 `plan_stages` cuts it into S contiguous stages balanced by a cost model (or by measured per-block
-times), the encoder pinned to the first stage and the decoder to the last. `PerceiverStage` is a
-`Perceiver` with every block it does not own removed, keeping the attribute paths, so its
-state-dict keys are exactly the single-process model's keys for its blocks and checkpoints move
-freely between single-process, data-parallel and pipeline runs. Only latents ``[b, n, d]`` cross
+times), the encoder pinned to the first stage and the decoder to the last. `cut_stage` makes a
+stage as torchtitan does: a deep copy of the model with every unit it does not own set to ``None``
+(the model's ``forward`` passes through absent blocks), so its state-dict keys are exactly the
+single-process model's keys for its blocks and checkpoints move freely between single-process,
+data-parallel and pipeline runs. `build_pipeline` builds the model with only this rank's units
+materialised (the rest on the meta device), each unit seeded on its own so that its weights
+equal the single-process model's. Only latents ``[b, n, d]`` cross
 stage boundaries; the input array and attention mask go to the encoder's rank, the output array
 (and the mask, for ``decoder_reduction='eot'``) to the decoder's rank, as keyword inputs the
 schedule splits into microbatches (sentinel tensors included).
@@ -19,21 +22,23 @@ communication, so a bad batch fails everywhere at once instead of hanging a peer
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
-from gperc_core.errors import CheckpointError, ConfigError, InputError, describe
-from gperc_core.model.perceiver import Embeddings, Perceiver, validate_inputs
+from gperc_core.errors import ConfigError, InputError, describe
+from gperc_core.model.perceiver import INPUT_UNITS, Perceiver, validate_inputs
 from gperc_core.model.sentinels import resolve_mask, resolve_output_array
+from gperc_core.train.device import to_device
+from gperc_core.train.loss import MaskedCrossEntropy
 
-__all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "PerceiverStage", "cut_stage",
+__all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "stage_units", "cut_stage",
            "PipelineHandle", "build_pipeline", "SCHEDULES", "REFUSED_SCHEDULES"]
 
 SCHEDULES: dict[str, str] = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B",
@@ -228,150 +233,105 @@ def measure_block_times(model: nn.Module, input_array: Any, attention_mask: Any 
 
 
 # ============================================================================================ stages
-def _stage_embeddings(source: Embeddings, first: bool, last: bool) -> Embeddings | None:
-    """A bare `Embeddings` holding the input side (first stage) and/or the output queries (last stage)."""
-    if not (first or last):
-        return None
-    emb = Embeddings.__new__(Embeddings)
-    nn.Module.__init__(emb)
-    emb.config = source.config
-    emb.input_embedding = source.input_embedding if first else None
-    emb.input_pos = source.input_pos if first else None
-    for name in ("input_pos_table", "input_fourier"):
-        if first and name in source._buffers:
-            emb.register_buffer(name, source._buffers[name], persistent=False)
-    emb.latent = source.latent if first else None
-    emb.output_query = source.output_query if last else None
-    return emb
+def stage_units(config: PerceiverConfig, start: int, stop: int) -> set[str]:
+    """The names of the units (see `gperc_core.model.perceiver.build_unit`) that the stage owning blocks
+    ``[start, stop)`` of ``[encoder, processor..., decoder]`` holds, under the single-process module
+    paths: the encoder with the input side of the embeddings (and, fused, the modality projections)
+    in the first stage, the decoder with the output queries in the last."""
+    last_block = config.num_layers + 1
+    if not 0 <= start < stop <= last_block + 1:
+        raise ConfigError(f"stage blocks: expected 0 <= start < stop <= {last_block + 1}, got [{start}, {stop})")
+    fused = bool(config.get("fusion"))
+    prefix = "perceiver." if fused else ""
+    units: set[str] = set()
+    if start == 0:
+        units |= {f"{prefix}embeddings.{name}" for name in INPUT_UNITS} | {f"{prefix}encoder"}
+        if fused:
+            units |= {"projections", "modality_embedding"}
+    layers = [layer for layer in range(config.num_layers) if start <= layer + 1 < stop]
+    if config.share_weights:
+        if layers and len(layers) != config.num_layers:
+            raise ConfigError("stage blocks: share_weights=True keeps all processor layers in one stage, "
+                              f"got layers {layers} of {config.num_layers}")
+        if layers:
+            units.add(f"{prefix}processors.0")
+    else:
+        units |= {f"{prefix}processors.{layer}" for layer in layers}
+    if stop == last_block + 1:
+        units |= {f"{prefix}decoder", f"{prefix}embeddings.output_query"}
+    return units
 
 
-class PerceiverStage(Perceiver):
-    """One pipeline stage: a `Perceiver` that keeps only the blocks ``[start, stop)`` of
-    ``[encoder, processor..., decoder]`` under their single-process attribute paths.
-
-    ``forward(latents=None, *, input_array=None, attention_mask=None, output_array=None)`` runs its
-    blocks: the first stage encodes ``input_array``, the last decodes into logits, the others map
-    latents to latents. Inputs a stage does not use are ignored, so one rank may hold several stages.
-    """
-
-    def __init__(self, model: Perceiver, start: int, stop: int) -> None:
-        nn.Module.__init__(self)
-        config = model.config
-        last_block = config.num_layers + 1
-        if not 0 <= start < stop <= last_block + 1:
-            raise ConfigError(f"stage blocks: expected 0 <= start < stop <= {last_block + 1}, got [{start}, {stop})")
-        self.config = config
-        self.start, self.stop = start, stop
-        self.has_encoder = start == 0
-        self.has_decoder = stop == last_block + 1
-        self.layers = [layer for layer in range(config.num_layers) if start <= layer + 1 < stop]
-        self.embeddings = _stage_embeddings(model.embeddings, self.has_encoder, self.has_decoder)
-        self.encoder = model.encoder if self.has_encoder else None
-        if config.share_weights:
-            owned = bool(self.layers)
-            if owned and len(self.layers) != config.num_layers:
-                raise ConfigError("stage blocks: share_weights=True keeps all processor layers in one stage, "
-                                  f"got layers {self.layers} of {config.num_layers}")
-            self.processors = nn.ModuleList([model.processors[0]] if owned else [])
-        else:
-            self.processors = nn.ModuleList([model.processors[i] if i in self.layers else nn.Identity()
-                                             for i in range(config.num_layers)])
-        self.decoder = model.decoder if self.has_decoder else None
-
-    def forward(self, latents: torch.Tensor | None = None, *, input_array: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, output_array: torch.Tensor | None = None) -> torch.Tensor:
-        mask = resolve_mask(attention_mask)
-        if self.has_encoder:
-            latents, _ = self.encode(input_array, mask)
-        for layer in self.layers:
-            latents, _ = self.processor_at(layer)(latents)
-        if self.has_decoder:
-            logits, _ = self.decode(latents, resolve_output_array(output_array), mask)
-            return logits
-        return latents.contiguous()
-
-    def save(self, directory: Any) -> Any:  # pragma: no cover - guard against partial checkpoints
-        raise CheckpointError("PerceiverStage.save: a stage holds part of the model; save the full state "
-                              "with PipelineHandle.full_state_dict() (or PipelineHandle.save)")
-
-
-def _fusion_stage_class() -> type:
-    """`FusionStage`, defined on first use so that importing the pipeline does not import fusion."""
-    global _FUSION_STAGE
-    if _FUSION_STAGE is None:
-        from gperc_core.model.fusion import ModalityFusion
-
-        class FusionStage(ModalityFusion):
-            """One pipeline stage of a multimodal `ModalityFusion`: the first stage also owns the modality
-            projections and embeddings (it fuses the per-modality arrays before encoding); every stage holds
-            its `PerceiverStage` at ``perceiver``, so state-dict keys equal the single-process model's."""
-
-            def __init__(self, model: ModalityFusion, start: int, stop: int) -> None:
-                nn.Module.__init__(self)
-                self.config, self.spec, self.modalities = model.config, model.spec, model.modalities
-                self.perceiver = PerceiverStage(model.perceiver, start, stop)
-                self.has_encoder, self.has_decoder = self.perceiver.has_encoder, self.perceiver.has_decoder
-                self.projections = model.projections if self.has_encoder else None
-                self.modality_embedding = model.modality_embedding if self.has_encoder else None
-
-            def forward(self, latents: torch.Tensor | None = None, *, input_array: Any = None,
-                        attention_mask: Any = None, output_array: torch.Tensor | None = None) -> torch.Tensor:
-                if self.has_encoder:
-                    fused, mask = self.fuse(input_array, attention_mask)
-                    return self.perceiver(input_array=fused, attention_mask=mask, output_array=output_array)
-                return self.perceiver(latents, output_array=output_array)
-
-        _FUSION_STAGE = FusionStage
-    return _FUSION_STAGE
-
-
-_FUSION_STAGE: type | None = None
+def _delete(root: nn.Module, name: str) -> None:
+    """Set the module, parameter or buffer at the dotted path ``name`` of ``root`` to ``None`` (absent ones pass)."""
+    path, _, leaf = name.rpartition(".")
+    try:
+        parent = root.get_submodule(path) if path else root
+    except AttributeError:
+        return
+    if parent is None:
+        return
+    if leaf in parent._modules or leaf in parent._parameters or leaf in parent._buffers:
+        setattr(parent, leaf, None)
 
 
 def cut_stage(model: nn.Module, start: int, stop: int) -> nn.Module:
-    """Return the stage of ``model`` (a `Perceiver` or a multimodal `ModalityFusion`) that owns blocks
-    ``[start, stop)``; it shares its parameters with ``model``."""
-    if isinstance(model, Perceiver):
-        return PerceiverStage(model, start, stop)
-    return _fusion_stage_class()(model, start, stop)
+    """Return the pipeline stage of ``model`` (a `Perceiver` or a multimodal `ModalityFusion`) that owns
+    blocks ``[start, stop)``: a deep copy with every other unit set to ``None`` (as torchtitan cuts its
+    stages), so its state-dict keys are the single-process keys of its blocks and its ``forward`` passes
+    through the absent ones (see `Perceiver.forward`). Units ``model`` built on the meta device are
+    copied for free; the stage must not hold any (a `ConfigError` names them)."""
+    config = model.config
+    keep = stage_units(config, start, stop)
+    stage = copy.deepcopy(model)
+    for name in stage_units(config, 0, config.num_layers + 2) - keep:
+        _delete(stage, name)
+    perceiver = stage.perceiver if config.get("fusion") else stage
+    embeddings = perceiver.embeddings
+    if not any(True for _ in embeddings.parameters()) and not any(True for _ in embeddings.buffers()):
+        perceiver.embeddings = None
+    meta = [k for k, v in [*stage.named_parameters(), *stage.named_buffers()] if v.is_meta]
+    if meta:
+        raise ConfigError(f"stage [{start}, {stop}): expected its units built with weights, got {meta[:5]} "
+                          "on the meta device (build the model with materialise covering the stage's units)")
+    return stage
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, Mapping):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
+def merge_dicts(local: Mapping[str, Any], group: Any, *, everywhere: bool = True) -> dict[str, Any]:
+    """The union of every rank's ``local`` dict over ``group`` (a collective): on every rank, or with
+    ``everywhere=False`` only on the group's first rank (the others get ``local`` back)."""
+    size = dist.get_world_size(group)
+    if size == 1:
+        return dict(local)
+    if everywhere:
+        parts: list[Any] | None = [None] * size
+        dist.all_gather_object(parts, dict(local), group=group)
+    else:
+        first = dist.get_rank(group) == 0
+        parts = [None] * size if first else None
+        dist.gather_object(dict(local), parts, group=group, group_dst=0)
+        if not first:
+            return dict(local)
+    return {k: v for part in parts for k, v in part.items()}
+
+
+class _StageRunner(nn.Module):
+    """What the schedule calls for one stage: the stage with the inputs it uses. A rank that holds
+    several stages (interleaved) is given the first stage's and the last stage's keyword inputs for
+    all of them; a later stage takes the latents of the previous one instead of ``input_array``."""
+
+    def __init__(self, stage: nn.Module, first: bool) -> None:
+        super().__init__()
+        self.stage, self.first = stage, first
+
+    def forward(self, *latents: torch.Tensor, input_array: Any = None, attention_mask: Any = None,
+                output_array: Any = None) -> torch.Tensor:
+        if self.first:
+            return self.stage(input_array, attention_mask, output_array)
+        return self.stage(latents[0], attention_mask, output_array)
 
 
 # ============================================================================================ the handle
-class _PipelineLoss:
-    """Loss of one microbatch as a share of the whole batch's loss, so that the microbatch losses (and
-    gradients) add up exactly to the single-process batch loss: ``sum / normaliser`` where the
-    normaliser counts the batch's valid targets (set before each step)."""
-
-    def __init__(self, kind: str, label_smoothing: float = 0.0) -> None:
-        self.kind = kind
-        self.label_smoothing = float(label_smoothing)
-        self.normaliser = 1.0
-
-    def count(self, target: torch.Tensor) -> float:
-        """Number of loss terms in ``target`` (targets of -100 are ignored by cross-entropy)."""
-        if self.kind == "cross_entropy":
-            return float((target != -100).sum())
-        return float(target.numel())
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.kind == "cross_entropy":
-            if logits.dim() == 3:
-                logits, target = logits.flatten(0, 1), target.flatten()
-            total = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="sum",
-                                    label_smoothing=self.label_smoothing)
-        else:
-            total = F.mse_loss(logits.float(), target.to(torch.float32), reduction="sum")
-        return total / self.normaliser
-
-
 def _schedule_class(name: str) -> type:
     import torch.distributed.pipelining as pipelining
 
@@ -402,7 +362,8 @@ class PipelineHandle:
 
     def __init__(self, config: PerceiverConfig, plan: PipelinePlan, stages: list[nn.Module], stage_ids: list[int],
                  schedule: str, microbatches: int, group: Any, dp_group: Any, device: torch.device,
-                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor], allow_reshape: bool,
+                 loss: str | MaskedCrossEntropy | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 allow_reshape: bool,
                  label_smoothing: float = 0.0, find_unused_parameters: bool | None = None) -> None:
         self.config = config
         self.plan = plan
@@ -421,22 +382,26 @@ class PipelineHandle:
         self.last_rank = (self.num_stages - 1) % self.pp_size
         self.is_first = 0 in stage_ids
         self.is_last = (self.num_stages - 1) in stage_ids
+        self.runners: list[nn.Module] = [_StageRunner(m, sid == 0) for m, sid in zip(stages, stage_ids)]
         if dp_group is not None:
             from gperc_core.parallel.distributed import wrap_ddp
 
             # the decoder stage's learned output queries go unused in batches that bring an output array
-            unused = (lambda m: m.has_decoder) if find_unused_parameters is None else (lambda m: find_unused_parameters)
-            self.runners: list[nn.Module] = [wrap_ddp(m, group=dp_group, device=device,
-                                                      find_unused_parameters=bool(unused(m))) for m in stages]
-        else:
-            self.runners = list(stages)
-        if callable(loss):
+            last = self.num_stages - 1
+            self.runners = [wrap_ddp(runner, group=dp_group, device=device,
+                                     find_unused_parameters=(sid == last) if find_unused_parameters is None
+                                     else bool(find_unused_parameters))
+                            for runner, sid in zip(self.runners, stage_ids)]
+        if isinstance(loss, MaskedCrossEntropy):
             self._loss: Callable[..., torch.Tensor] = loss
+            self._builtin_loss = True
+        elif callable(loss):
+            self._loss = loss
             self._builtin_loss = False
         else:
-            if loss not in ("cross_entropy", "mse"):
-                raise ConfigError(f"loss: expected 'cross_entropy', 'mse' or a callable, got {loss!r}")
-            self._loss = _PipelineLoss(loss, label_smoothing)
+            if loss != "cross_entropy":
+                raise ConfigError(f"loss: expected 'cross_entropy', a MaskedCrossEntropy or a callable, got {loss!r}")
+            self._loss = MaskedCrossEntropy(label_smoothing)
             self._builtin_loss = True
         self._train_schedule: Any = None
         self._eval_schedule: Any = None
@@ -485,20 +450,14 @@ class PipelineHandle:
             state.update(module.state_dict())
         return state
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every key of the model (gathered from the pipeline's ranks, on CPU), in the single-process layout.
+    def full_state_dict(self, everywhere: bool = True) -> dict[str, torch.Tensor]:
+        """Every key of the model (gathered from the pipeline's ranks, on CPU), in the single-process layout;
+        with ``everywhere=False`` only on the pipeline's first rank (the others get their own keys).
 
         A collective over the pipeline group: every rank of the pipeline must call it.
         """
         local = {k: v.detach().to("cpu") for k, v in self.state_dict().items()}
-        if self.pp_size == 1:
-            return local
-        gathered: list[Any] = [None] * self.pp_size
-        dist.all_gather_object(gathered, local, group=self.group)
-        full: dict[str, torch.Tensor] = {}
-        for part in gathered:
-            full.update(part)
-        return full
+        return merge_dicts(local, self.group, everywhere=everywhere)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "state") -> None:
         """Load this rank's keys from a full single-process ``state``; a missing or mis-shaped key is a
@@ -513,16 +472,12 @@ class PipelineHandle:
     def save(self, directory: Any) -> Any:
         """Write a single-process checkpoint (``config.json`` + ``model.safetensors``) from global rank 0
         of the pipeline; a collective over the pipeline group. Returns the folder."""
-        from pathlib import Path
-
-        from gperc_core.io.checkpoint import CONFIG_FILE, WEIGHTS_FILE, atomic_write_json, save_tensors
+        from gperc_core.io.checkpoint import save_model
+        from gperc_core.train.strategy import StateView
 
         state = self.full_state_dict()
         if self.pp_rank == 0 and (self.dp_group is None or dist.get_rank(self.dp_group) == 0):
-            directory = Path(directory)
-            directory.mkdir(parents=True, exist_ok=True)
-            save_tensors(directory / WEIGHTS_FILE, state, metadata={"format": "pt", "library": "gperc"})
-            atomic_write_json(directory / CONFIG_FILE, self.config.to_dict())
+            save_model(StateView(self.config, state), directory)
         return directory
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
@@ -571,7 +526,7 @@ class PipelineHandle:
     def _check_target(self, target: Any, logits_shape: tuple[int, ...]) -> None:
         if not isinstance(target, torch.Tensor):
             raise InputError(f"target: expected a tensor, got {describe(target)}")
-        if self._builtin_loss and self._loss.kind == "cross_entropy":
+        if self._builtin_loss:
             expected = logits_shape[:-1]
             if tuple(target.shape) != expected or target.dtype.is_floating_point:
                 raise InputError(f"target: expected integer class ids of shape {list(expected)}, "
@@ -590,7 +545,7 @@ class PipelineHandle:
             kwargs["attention_mask"] = attention_mask
         if self.is_last and isinstance(output_array, torch.Tensor):
             kwargs["output_array"] = output_array
-        return _to_device(kwargs, self.device)
+        return to_device(kwargs, self.device)
 
     def _new_schedule(self, training: bool) -> Any:
         from torch.distributed.pipelining import PipelineStage
@@ -685,7 +640,7 @@ def _check_positive(name: str, value: Any) -> int:
 def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, schedule: str = "1f1b",
                    microbatches: int | None = None, group: Any = None, dp_group: Any = None,
                    device: str | torch.device | None = None,
-                   loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+                   loss: str | MaskedCrossEntropy | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
                    costs: Sequence[float] | None = None, model: Perceiver | None = None,
                    allow_reshape: bool = False, input_len: int | None = None,
                    output_len: int | None = None, label_smoothing: float = 0.0,
@@ -697,8 +652,9 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     defaults to the group size (twice it for ``schedule='interleaved'``; stage ``s`` lives on group
     rank ``s % size``); ``microbatches`` defaults to the number of stages. The weights come from
     ``model`` when given (e.g. a loaded checkpoint), else from ``Perceiver(config)`` with the config
-    seed, so they equal the single-process model's. ``loss`` is ``'cross_entropy'`` (targets of -100
-    ignored, ``label_smoothing`` applied), ``'mse'``, or a callable ``(logits, target) -> mean loss``
+    seed, so they equal the single-process model's; without ``model`` this rank builds only its stages'
+    weights (the rest of the model on the meta device). ``loss`` is ``'cross_entropy'`` (`MaskedCrossEntropy`:
+    targets of `IGNORE_INDEX` ignored, ``label_smoothing`` applied), a `MaskedCrossEntropy` to share, or a callable ``(logits, target) -> mean loss``
     per microbatch. ``allow_reshape`` lets a batch of another size or output length rebuild the
     schedule (a shape-inference round) instead of raising. ``find_unused_parameters`` is DDP's flag for
     the decoder stage (default True: batches with an output array leave the learned queries unused;
@@ -739,16 +695,17 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
         raise ConfigError("decoder_reduction: 'eot' of a multimodal (fused) model is not supported in a pipeline, "
                           "got 'eot' with fusion")
     plan = plan_stages(config, num_stages, costs=costs, input_len=input_len, output_len=output_len)
+    stage_ids = [s for s in range(num_stages) if s % size == rank]
+    owned = set().union(*(stage_units(config, *plan.bounds[s]) for s in stage_ids))
     if model is None:
         from gperc_core.model.fusion import model_for_config
 
-        model = model_for_config(config)
+        model = model_for_config(config, materialise=owned.__contains__)
     elif getattr(model, "config", None) != config or not isinstance(model, nn.Module):
         raise ConfigError(f"model: expected a Perceiver (or ModalityFusion) built from the same config, "
                           f"got {type(model).__name__}")
     device = torch.device(device) if device is not None else (
         torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu"))
-    stage_ids = [s for s in range(num_stages) if s % size == rank]
     stages = [cut_stage(model, *plan.bounds[s]).to(device) for s in stage_ids]
     return PipelineHandle(config, plan, stages, stage_ids, name, microbatches, group, dp_group, device, loss,
                           bool(allow_reshape), label_smoothing, find_unused_parameters)

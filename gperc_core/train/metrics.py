@@ -1,7 +1,7 @@
 """Evaluation metrics and the ``metrics.jsonl`` log of a run.
 
 `MetricAccumulator` sums loss and correct predictions over batches (classification: one label per
-sample; dense: one label per output query, ``-100`` ignored) without keeping the logits.
+sample; dense: one label per output query, `IGNORE_INDEX` ignored) without keeping the logits.
 """
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from gperc_core.model.sentinels import IGNORE_INDEX
+from gperc_core.train.loss import MaskedCrossEntropy
 
-
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of ``logits`` ``[b, C]`` or ``[b, o, C]`` against ``target`` ``[b]`` or ``[b, o]``
-    (``-100`` ignored), computed in float32; returns the mean over the labelled positions."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
-                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+_EVAL_LOSS = MaskedCrossEntropy()
 
 
 class MetricAccumulator:
@@ -34,14 +29,13 @@ class MetricAccumulator:
         self.samples = 0
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch of ``logits`` and ``target`` (shapes as in `classification_loss`)."""
+        """Add one batch of ``logits`` and ``target`` (shapes as in `MaskedCrossEntropy`)."""
         flat_logits = logits.float().reshape(-1, logits.shape[-1])
         flat_target = target.reshape(-1)
         keep = flat_target != IGNORE_INDEX
         n = int(keep.sum())
         if n:
-            loss = F.cross_entropy(flat_logits, flat_target, ignore_index=IGNORE_INDEX, reduction="sum")
-            self.loss_sum += float(loss)
+            self.loss_sum += float(_EVAL_LOSS.total(flat_logits, flat_target))
             self.correct += int((flat_logits.argmax(-1)[keep] == flat_target[keep]).sum())
         self.count += n
         self.samples += int(target.shape[0])

@@ -1,85 +1,35 @@
-"""The single-process trainer: AdamW with linear warmup and cosine decay, bf16 autocast where the
-hardware supports it, optional ``torch.compile``, gradient clipping, evaluation every epoch, a tqdm
-bar with loss and samples/s, ``metrics.jsonl``, atomic resumable checkpoints and a PNG of the curves.
+"""The trainer: AdamW with linear warmup and cosine decay, bf16 autocast where the hardware supports
+it, optional ``torch.compile``, gradient clipping, evaluation every epoch, a tqdm bar with loss and
+samples/s, ``metrics.jsonl``, atomic resumable checkpoints and a PNG of the curves.
 
-The pieces a distributed or pipelined driver reuses are separate methods: `Trainer.train_step`
-(one optimisation step on one batch), `Trainer.evaluate`, `Trainer.save_checkpoint` and
-`Trainer.load_checkpoint`. Data order is a pure function of ``(seed, epoch)`` and the learning rate
-a pure function of the step, so a resumed run continues bit for bit.
+One `Trainer` for every mode: a `gperc_core.train.strategy.Strategy` owns where the model lives,
+the backward of a batch, gradient clipping, the evaluation forward and the full state dict (the
+single-process strategy by default; `gperc_core.parallel.make_strategy` gives DDP, pipeline and
+pipeline x DDP). Only the strategy's main process writes logs, plots and checkpoints, always in the
+single-process layout. Data order is a pure function of ``(seed, epoch)`` and the learning rate a
+pure function of the step, so a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from gperc_core.config.training import TrainingConfig
+from gperc_core.errors import CheckpointError
 from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
-from gperc_core.config.training import TrainingConfig
-from gperc_core.errors import CheckpointError, ConfigError, TaskError
-from gperc_core.train.metrics import MetricAccumulator, append_jsonl, classification_loss
-
-
-# --------------------------------------------------------------------- hardware
-def resolve_device(name: str) -> torch.device:
-    """Return the device for ``name`` ("auto" = CUDA when available, else CPU)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"training.device: expected 'auto', 'cpu' or 'cuda[:N]', got {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"training.device: expected an available device, got {name!r} (no CUDA here)")
-    return device
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True when bf16 autocast is fast on ``device``: CUDA with bf16, or a CPU with native bf16
-    instructions (AVX-512 BF16 / AMX), checked by oneDNN and a tiny bf16 matmul."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool((a @ a).float().sum() == 64)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-CPU_BF16_MIN_WIDTH = 512
-"""On CPUs, automatic bf16 needs a latent width of at least this: at the cards' widths (64-128) bf16
-autocast measured 15 % to 6x slower than fp32 on the build machine's AVX-512-BF16 CPU (casts and
-small oneDNN kernels cost more than the faster matmuls save)."""
-
-
-def auto_bf16(device: torch.device, config: Any) -> bool:
-    """Whether ``training.bf16 = None`` (auto) turns bf16 autocast on: CUDA with bf16 support, or a CPU
-    with native bf16 for models of latent width ``CPU_BF16_MIN_WIDTH`` and more."""
-    if not bf16_supported(device):
-        return False
-    return device.type == "cuda" or int(getattr(config, "latent_dim", 0)) >= CPU_BF16_MIN_WIDTH
-
-
-def to_device(value: Any, device: torch.device) -> Any:
-    """Move the tensors of a batch (nested dicts allowed) to ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    return value
+from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supported, resolve_device, to_device
+from gperc_core.train.loss import MaskedCrossEntropy
+from gperc_core.train.metrics import MetricAccumulator, append_jsonl
+from gperc_core.train.strategy import SingleProcess, StateView, Strategy, run_model
 
 
 class _TerminateAsInterrupt:
@@ -100,21 +50,58 @@ class _TerminateAsInterrupt:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def evaluate_batches(predict: Callable[[Mapping[str, Any]], torch.Tensor], data: Any, batch_size: int = 256,
+                     row_multiple: int = 1, trim: bool = True) -> dict[str, Any]:
+    """Return ``loss``, ``accuracy``, ``perplexity`` and ``samples`` of ``predict`` (batch -> logits) on
+    ``data`` (a task split). Each batch is padded to a multiple of ``row_multiple`` rows with repeats
+    of its first row, whose predictions are dropped."""
+    acc = MetricAccumulator()
+    n, m = len(data), max(1, int(row_multiple))
+    size = math.ceil(batch_size / m) * m
+    for start in range(0, n, size):
+        idx = torch.arange(start, min(n, start + size))
+        real = len(idx)
+        padded = torch.cat([idx, idx[:1].repeat(math.ceil(real / m) * m - real)])
+        batch = data.batch(padded, trim=trim)
+        logits = predict(batch)
+        acc.update(logits[:real], batch["target"][:real].to(logits.device))
+    return acc.compute()
+
+
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, data: Any, batch_size: int = 256, device: torch.device | None = None,
                    bf16: bool = False, trim: bool = True) -> dict[str, Any]:
     """Return ``loss``, ``accuracy``, ``perplexity`` and ``samples`` of ``model`` on ``data`` (a task split)."""
     device = device or next(model.parameters()).device
     model.eval()
-    acc = MetricAccumulator()
-    n = len(data)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    for start in range(0, n, batch_size):
-        batch = to_device(data.batch(torch.arange(start, min(n, start + batch_size)), trim=trim), device)
+
+    def predict(batch: Mapping[str, Any]) -> torch.Tensor:
+        batch = to_device(batch, device)
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
-            logits = model(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
-        acc.update(logits, batch["target"])
-    return acc.compute()
+            return run_model(model, batch)
+
+    return evaluate_batches(predict, data, batch_size, trim=trim)
+
+
+def _named_state(state_dict: Mapping[str, Any], names: list[list[str]]) -> dict[str, Any]:
+    """The per-parameter state of an optimizer ``state_dict`` keyed by parameter name (``names``: the
+    names of each group's parameters, in order)."""
+    state = state_dict["state"]
+    return {name: state[index] for group, group_names in zip(state_dict["param_groups"], names)
+            for index, name in zip(group["params"], group_names) if index in state}
+
+
+def _laid_out(groups: list[Mapping[str, Any]], names: list[list[str]], named: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict whose groups hold the parameters ``names`` (numbered in order), with the
+    settings of ``groups`` and the per-parameter state ``named`` (keyed by name)."""
+    state, laid, index = {}, [], 0
+    for group, group_names in zip(groups, names):
+        ids = list(range(index, index + len(group_names)))
+        state.update({i: named[n] for i, n in zip(ids, group_names) if n in named})
+        laid.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        index += len(group_names)
+    return {"state": state, "param_groups": laid}
 
 
 # --------------------------------------------------------------------- the trainer
@@ -122,39 +109,66 @@ class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
 
     ``task`` is a `gperc_core.data.tasks.Task` (anything with ``name``, ``card``, ``config``,
-    ``training``, ``build_model()``, ``split(name)`` and ``record()``). ``training`` replaces the
-    task's `TrainingConfig`; ``model`` replaces ``task.build_model()``.
+    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` and ``write_record(dir)``).
+    ``training`` replaces the task's `TrainingConfig`; ``strategy`` says how training runs (default:
+    one process on ``training.device``).
     """
 
-    def __init__(self, task: Any, out_dir: str | Path, training: TrainingConfig | None = None,
-                 model: torch.nn.Module | None = None) -> None:
+    def __init__(self, task: Any, out_dir: str | Path, training: TrainingConfig | None = None, *,
+                 strategy: Strategy | None = None) -> None:
         self.task = task
         self.cfg = (training or task.training).validate()
         self.out_dir = Path(out_dir)
-        self.device = resolve_device(self.cfg.device)
-        self.model = (model if model is not None else task.build_model()).to(self.device)
-        self.bf16 = auto_bf16(self.device, self.model.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
-        self.forward_model = torch.compile(self.model) if self.cfg.compile else self.model
-        self.optimizer = self._build_optimizer()
+        self.strategy = strategy if strategy is not None else SingleProcess(resolve_device(self.cfg.device))
+        self.device = self.strategy.device
+        self.config = task.config if task.config is not None else task.infer_config()
         self.train_data = task.split(task.card.train_split)
         self.eval_data = task.split(task.card.eval_split)
+        self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
+        self.loss = MaskedCrossEntropy(self.cfg.label_smoothing)
+        probe = self.train_data.batch(torch.arange(min(len(self.train_data), self.cfg.batch_size)), trim=False)
+        self.strategy.prepare(task.build_model, self.config, self.cfg, self.loss, probe)
+        self.model = self.strategy.module
+        self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
+        self.optimizer = self._build_optimizer()
         self.steps_per_epoch = math.ceil(len(self.train_data) / self.cfg.batch_size)
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.train_time = 0.0
         self.samples_seen = 0
         self.last_eval: dict[str, Any] = {}
-        self.trim = not self.cfg.compile
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that prints and writes (always, in a single process)."""
+        return self.strategy.is_main
 
     # ----------------------------------------------------------------- setup
-    def _build_optimizer(self) -> torch.optim.Optimizer:
+    @staticmethod
+    def _param_groups(named: Iterator[tuple[str, torch.nn.Parameter]]) -> list[list[tuple[str, torch.nn.Parameter]]]:
+        """The optimizer's groups: weight-decayed (2-D and up) and not, each in model order."""
         decay, no_decay = [], []
-        for _, param in self.model.named_parameters():
+        for name, param in named:
             if param.requires_grad:
-                (decay if param.dim() >= 2 else no_decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+                (decay if param.dim() >= 2 else no_decay).append((name, param))
+        return [decay, no_decay]
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        self.group_names = [[n for n, _ in g] for g in self._param_groups(self.strategy.named_parameters())]
+        params = dict(self.strategy.named_parameters())
+        groups = [{"params": [params[n] for n in self.group_names[0]], "weight_decay": self.cfg.weight_decay},
+                  {"params": [params[n] for n in self.group_names[1]], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
+
+    def _full_group_names(self) -> list[list[str]]:
+        """The optimizer groups' parameter names of the whole (single-process) model, from a meta build."""
+        if not hasattr(self, "_full_names"):
+            from gperc_core.model.fusion import model_for_config
+
+            with torch.device("meta"):
+                full = model_for_config(self.config)
+            self._full_names = [[n for n, _ in g] for g in self._param_groups(full.named_parameters())]
+        return self._full_names
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimisation step ``step`` (0-based): linear warmup, then cosine decay."""
@@ -189,32 +203,26 @@ class Trainer:
                 yield epoch * self.steps_per_epoch + i, self.train_data.batch(idx, trim=self.trim)
 
     # ----------------------------------------------------------------- one step
-    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Return the model's logits for ``batch`` (on the trainer's device, under autocast)."""
-        with self.autocast():
-            return self.forward_model(batch["input_array"], batch.get("attention_mask"), batch.get("output_array"))
-
     def train_step(self, batch: Mapping[str, Any]) -> float:
-        """Run one optimisation step on ``batch`` at the current step's learning rate; returns the loss."""
-        self.model.train()
-        batch = to_device(batch, self.device)
+        """Run one optimisation step on the global ``batch`` at the current step's learning rate; returns
+        the batch loss (the same on every process)."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.forward(batch)
-        loss = classification_loss(logits, batch["target"], self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self.strategy.backward(batch, self.autocast)
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.strategy.clip_grad_norm_(self.cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach())
+        return float(loss)
 
     def evaluate(self, data: Any = None) -> dict[str, Any]:
-        """Evaluate on ``data`` (a task split; default the card's eval split); returns the metrics dict."""
-        return evaluate_model(self.forward_model, self.eval_data if data is None else data, self.cfg.eval_batch_size,
-                              self.device, self.bf16, trim=self.trim)
+        """Evaluate on ``data`` (a task split; default the card's eval split); returns the metrics dict
+        (the same on every process)."""
+        return evaluate_batches(lambda batch: self.strategy.predict(batch, self.autocast),
+                                self.eval_data if data is None else data, self.cfg.eval_batch_size,
+                                self.strategy.row_multiple, trim=self.trim)
 
     # ----------------------------------------------------------------- checkpoints
     def trainer_state(self) -> dict[str, Any]:
@@ -223,32 +231,73 @@ class Trainer:
                 "train_time_s": self.train_time, "samples_seen": self.samples_seen, "task": self.task.name,
                 "training": self.cfg.to_dict(), "last_eval": self.last_eval}
 
+    def full_optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state_dict in the single-process layout (every process's part; a collective)."""
+        own = self.optimizer.state_dict()
+        full_names = self._full_group_names()
+        if full_names == self.group_names:
+            return own
+        named = {name: {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+                 for name, state in _named_state(own, self.group_names).items()}
+        return _laid_out(own["param_groups"], full_names, self.strategy.gather_named(named))
+
+    def _load_optimizer_state(self, full: Mapping[str, Any], path: Path) -> None:
+        """Load this process's part of a single-process optimizer state_dict ``full``."""
+        full_names = self._full_group_names()
+        try:
+            sizes = [len(g["params"]) for g in full["param_groups"]]
+            if sizes != [len(n) for n in full_names]:
+                raise ValueError(f"groups of {sizes} parameters, expected {[len(n) for n in full_names]}")
+            own = _laid_out(full["param_groups"], self.group_names, _named_state(full, full_names))
+            self.optimizer.load_state_dict(own)
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: optimizer state does not match the model ({exc})") from exc
+
     def save_checkpoint(self) -> Path:
-        """Write a resumable checkpoint of the current step (atomic: all or nothing); returns its folder."""
-        return runs.write_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.trainer_state(),
-                                     keep=self.cfg.keep_checkpoints)
+        """Write a resumable checkpoint of the current step in the single-process layout (atomic: all or
+        nothing) from the main process; a collective. Returns its folder.
+
+        In a distributed run, when a `KeyboardInterrupt` (Ctrl-C, or torchrun's SIGTERM after a peer
+        failed) is being handled, nothing is gathered: peers may be gone; the run resumes from its
+        last checkpoint."""
+        if self.strategy.world_size > 1 and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            if self.is_main:
+                print(f"gperc: distributed run interrupted at step {self.step}; resume from the last checkpoint "
+                      f"with --resume {self.out_dir}", file=sys.stderr)
+            return runs.latest_checkpoint(self.out_dir) or self.out_dir
+        weights = StateView(self.config, self.strategy.full_state_dict())
+        optimizer = StateView(None, self.full_optimizer_state())
+        path = runs.checkpoints_dir(self.out_dir) / f"step-{self.step:08d}"
+        if self.is_main:
+            path = runs.write_checkpoint(self.out_dir, self.step, weights, optimizer, self.trainer_state(),
+                                         keep=self.cfg.keep_checkpoints)
+        self.strategy.barrier()
+        return path
 
     def save_model(self) -> Path:
-        """Write the current weights and config as the run's final model (``config.json``, ``model.safetensors``)."""
-        return ckpt.save_model(self.model, self.out_dir)
+        """Write the current weights and config as the run's final model (``config.json``,
+        ``model.safetensors``) from the main process; a collective. Returns the run folder."""
+        weights = StateView(self.config, self.strategy.full_state_dict())
+        if self.is_main:
+            ckpt.save_model(weights, self.out_dir)
+        self.strategy.barrier()
+        return self.out_dir
 
     def load_checkpoint(self, path: str | Path | None = None) -> int:
-        """Restore model, optimizer, RNG and counters from ``path`` (default the run's latest checkpoint);
-        returns the step. A checkpoint of another config is a `CheckpointError` naming the fields."""
+        """Restore weights, optimizer, RNG and counters from ``path`` (default the run's latest checkpoint,
+        written by any mode); returns the step. A checkpoint of another config is a `CheckpointError`
+        naming the fields."""
         path = Path(path) if path is not None else runs.latest_checkpoint(self.out_dir)
         if path is None:
             raise CheckpointError(f"{self.out_dir}: expected a run folder with a checkpoint to resume, found none")
         data = runs.read_checkpoint(path, self.device)
-        ours, theirs = self.model.config.to_dict(), data["config"].to_dict()
+        ours, theirs = self.config.to_dict(), data["config"].to_dict()
         diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in diff[:5])
             raise CheckpointError(f"{path}: checkpoint from a different model config ({detail})")
-        ckpt.load_state_checked(self.model, data["weights"], str(path / ckpt.WEIGHTS_FILE))
-        try:
-            self.optimizer.load_state_dict(data["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: optimizer state does not match the model ({exc})") from exc
+        self.strategy.load_state_dict(data["weights"], str(path / ckpt.WEIGHTS_FILE))
+        self._load_optimizer_state(data["optimizer"], path)
         runs.set_rng_state(data["rng"])
         state = data["state"]
         self.step = int(state.get("step", 0))
@@ -259,13 +308,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def log(self, record: dict[str, Any]) -> None:
-        """Append ``record`` to the run's ``metrics.jsonl``."""
-        append_jsonl(self.out_dir / runs.METRICS_FILE, record)
+        """Append ``record`` to the run's ``metrics.jsonl`` (main process only)."""
+        if self.is_main:
+            append_jsonl(self.out_dir / runs.METRICS_FILE, record)
 
     def plot(self) -> Path | None:
-        """Redraw ``curves.png`` from ``metrics.jsonl``; returns its path (``None`` when nothing to plot)."""
+        """Redraw ``curves.png`` from ``metrics.jsonl`` (main process only); returns its path (``None``
+        when nothing to plot)."""
         from gperc_core.train.plotting import plot_curves
 
+        if not self.is_main:
+            return None
         return plot_curves(self.out_dir / runs.METRICS_FILE, self.out_dir / runs.PLOT_FILE, title=self.task.name)
 
     def run_eval(self, epoch: float) -> dict[str, Any]:
@@ -284,8 +337,9 @@ class Trainer:
         Returns ``{"step", "interrupted", "eval": last metrics, "train_time_s", "samples_per_s"}``.
         Ctrl-C or SIGTERM saves a resumable checkpoint first, then re-raises `KeyboardInterrupt`.
         """
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.task.write_record(self.out_dir)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.task.write_record(self.out_dir)
         if self.step == 0:
             torch.manual_seed(self.cfg.seed)  # dropout of a fresh run; a resumed run restored its RNG state
         limit = max_steps if max_steps is not None else self.cfg.max_steps
@@ -337,7 +391,7 @@ class Trainer:
                 "train_time_s": self.train_time, "samples_per_s": self.samples_seen / max(self.train_time, 1e-9)}
 
     def _progress(self, stop: int):
-        if not self.cfg.progress or self.step >= stop:
+        if not self.cfg.progress or self.step >= stop or not self.is_main:
             return None
         from tqdm.auto import tqdm
 
@@ -345,4 +399,5 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.5)
 
 
-__all__ = ["TrainingConfig", "Trainer", "resolve_device", "bf16_supported", "to_device", "evaluate_model", "auto_bf16"]
+__all__ = ["TrainingConfig", "Trainer", "resolve_device", "bf16_supported", "to_device", "evaluate_model",
+           "evaluate_batches", "auto_bf16", "CPU_BF16_MIN_WIDTH"]

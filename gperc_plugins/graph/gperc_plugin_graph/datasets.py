@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from gperc_core import TaskError
+from gperc_core import IGNORE_INDEX, TaskError
 
 from . import PLUGIN_NAME
 from .graph import Graph, make_graph
@@ -135,5 +135,5 @@ def load_karate(split: str, options: Mapping[str, Any] | None = None) -> GraphDa
     graph = make_graph(g.number_of_nodes(), torch.tensor(list(g.edges()), dtype=torch.long))
     folds = stratified_folds(labels, num_folds, seed)
     in_split = (folds == fold) if split == "test" else (folds != fold)
-    target = torch.where(in_split, labels, torch.full_like(labels, -100))
+    target = torch.where(in_split, labels, torch.full_like(labels, IGNORE_INDEX))
     return GraphDataset([graph], [target], clubs)

@@ -1,0 +1,49 @@
+"""The training loss of gperc, once: cross-entropy with label smoothing over labelled targets.
+
+Targets equal to `IGNORE_INDEX` are skipped. `MaskedCrossEntropy` computes the *sum* over the
+labelled targets of a batch (or of a microbatch, or of one replica's share) divided by a
+normaliser, the number of labelled targets of the whole batch; so the losses and gradients of
+microbatches and data-parallel shares add up exactly to those of the single-process batch. The
+single-process trainer, DDP, the pipeline schedules and the evaluation metrics all use it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gperc_core.model.sentinels import IGNORE_INDEX
+
+__all__ = ["MaskedCrossEntropy", "IGNORE_INDEX"]
+
+
+class MaskedCrossEntropy:
+    """Cross-entropy of logits ``[b, C]`` / ``[b, o, C]`` against targets ``[b]`` / ``[b, o]``.
+
+    ``loss(logits, target)`` returns ``sum over labelled targets / normaliser`` in float32; the
+    normaliser defaults to 1 and is set per step (e.g. ``loss.normaliser = loss.count(target)``
+    for a mean). ``label_smoothing`` is `torch.nn.functional.cross_entropy`'s.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = float(label_smoothing)
+        self.normaliser = 1.0
+
+    @staticmethod
+    def count(target: torch.Tensor) -> int:
+        """Number of labelled targets (those not equal to `IGNORE_INDEX`)."""
+        return int((target != IGNORE_INDEX).sum())
+
+    def total(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float | None = None) -> torch.Tensor:
+        """Sum of the per-target losses over the labelled targets (float32 scalar)."""
+        smoothing = self.label_smoothing if label_smoothing is None else float(label_smoothing)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smoothing)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.total(logits, target) / self.normaliser
+
+    def mean(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the labelled targets of this batch (0 when none is labelled)."""
+        return self.total(logits, target) / max(self.count(target), 1)
+
