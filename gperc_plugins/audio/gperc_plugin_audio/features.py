@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from gperc_core import fourier_features
+from gperc_core import PositionGrid, fourier_features
 
 from .options import AudioOptions
 
@@ -62,11 +62,15 @@ def frame_features(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
 def to_array(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
     """Return the float32 input array of a prepared ``[C, T]`` waveform.
 
-    - ``raw``: ``[T, C + F]``, each sample's channels then its Fourier time features;
-    - frames, ``layout="frames"``: ``[frames, C * bins + F]``;
+    - ``raw``: ``[T, C (+ F)]``, each sample's channels;
+    - frames, ``layout="frames"``: ``[frames, C * bins (+ F)]``;
     - MFCC, ``layout="gperc"``: ``[frames * num_mfcc, C]`` (gperc's AudioConfig arithmetic; frame-major).
 
-    ``F = 2 * fourier_bands + 1`` when ``fourier_bands > 0``, else 0.
+    With ``fourier_bands > 0`` the elements have time position features, ``F = 2 * fourier_bands + 1``
+    channels. Clips of a fixed ``duration`` carry none: they declare a `PositionGrid` (`position_grid`)
+    and the model computes the features once. Variable-length clips (``duration`` 0) keep the ``F``
+    channels per clip, because their positions are relative to each clip's own length, which no
+    single grid describes.
     """
     if opts.representation == "raw":
         array = waveform.transpose(0, 1)
@@ -75,9 +79,17 @@ def to_array(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
         if opts.layout == "gperc":
             return feats.permute(2, 1, 0).reshape(-1, feats.shape[0]).contiguous().float()
         array = feats.permute(2, 0, 1).reshape(feats.shape[-1], -1)  # [frames, C * bins]
-    if opts.bands:
+    if opts.bands and not opts.num_samples:
         array = torch.cat([array, _time_features(array.shape[0], opts.bands)], dim=1)
     return array.contiguous().float()
+
+
+def position_grid(opts: AudioOptions, length: int) -> PositionGrid | None:
+    """The time grid of a fixed-length clip's ``length`` elements, whose Fourier features the model
+    computes; ``None`` without time features, for variable-length clips and for the gperc layout."""
+    if not opts.bands or not opts.num_samples or opts.layout == "gperc":
+        return None
+    return PositionGrid((int(length),), int(opts.bands))
 
 
 def array_width(opts: AudioOptions, channels: int = 1) -> int:
@@ -88,4 +100,4 @@ def array_width(opts: AudioOptions, channels: int = 1) -> int:
         base = channels
     else:
         base = channels * (opts.num_mfcc if opts.representation == "mfcc" else opts.n_mels)
-    return base + (2 * opts.bands + 1 if opts.bands else 0)
+    return base + (2 * opts.bands + 1 if opts.bands and not opts.num_samples else 0)

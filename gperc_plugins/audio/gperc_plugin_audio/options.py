@@ -13,7 +13,8 @@ hop_length         STFT hop in samples (default 160)
 n_fft              STFT window in samples (default 400)
 n_mels             mel bins (default 40)
 num_mfcc           MFCC coefficients (default 13)
-fourier_bands      Fourier bands of the time position features concatenated to each element;
+fourier_bands      Fourier bands of the time position features (the model computes them for clips of
+                   a fixed duration; variable-length clips carry them as channels);
                    default 16 for ``raw``, 0 (none) for frames
 mono               mix channels down to one (default True)
 num_channels       expected channel count after mixing (default: 1 when mono, else any)

@@ -51,15 +51,17 @@ def gperc_register_tasks() -> list[dict[str, Any]]:
 
 @hookimpl
 def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> InputArray | None:
-    """Turn one audio sample (path, array, ``(array, rate)`` or dict) into its input array."""
+    """Turn one audio sample (path, array, ``(array, rate)`` or dict) into its input array, with the
+    time grid of fixed-length clips (the model computes their position features)."""
     if modality != MODALITY:
         return None
-    from .features import to_array
+    from .features import position_grid, to_array
     from .options import AudioOptions
     from .waveform import prepare_waveform
 
     opts = AudioOptions.from_dict(options)
-    return InputArray(array=to_array(prepare_waveform(sample, opts), opts))
+    array = to_array(prepare_waveform(sample, opts), opts)
+    return InputArray(array=array, position=position_grid(opts, array.shape[0]))
 
 
 __all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array", "PLUGIN_NAME"]

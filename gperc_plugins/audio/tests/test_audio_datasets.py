@@ -106,9 +106,11 @@ def test_spoken_digits_task_builds_and_runs(tmp_path):
     overrides = {f"options.audio.{k}": v for k, v in TINY.items()}
     task = create_task("audio/spoken-digits", **overrides, **{"options.audio.cache_dir": str(tmp_path)},
                        latent_len=4, latent_dim=16, num_layers=1, num_heads=2, ffw_latent=16, ffw_output=16)
-    assert task.config.input_dim == 40 + 9 and task.config.input_len == 150 and task.config.n_classes == 10  # 40 mels + 4-band time
+    c = task.config  # 40 mels; the model adds the 4-band Fourier time features of the 150 frames
+    assert (c.input_dim, c.input_len, c.n_classes) == (40, 150, 10)
+    assert (c.input_pos_enc, c.input_pos_shape, c.fourier_num_bands, c.input_embed_dim) == ("fourier", [150], 4, 49)
     batch = task.split("train").batch(torch.arange(4))
-    assert tuple(batch["input_array"].shape) == (4, 150, 49) and sorted(batch["target"].tolist()) == [1, 1, 2, 2]
+    assert tuple(batch["input_array"].shape) == (4, 150, 40) and sorted(batch["target"].tolist()) == [1, 1, 2, 2]
     model = task.build_model()
     loss = F.cross_entropy(model(batch["input_array"], batch["attention_mask"]), batch["target"])
     loss.backward()

@@ -60,8 +60,9 @@ def test_int16_pcm_is_scaled():
     ({"representation": "logmel", "duration": 1.0}, (100, 40)),
     ({"representation": "mfcc", "duration": 1.0}, (100, 13)),
     ({"representation": "mfcc", "duration": 1.0, "layout": "gperc", "cmvn": False}, (100 * 13, 1)),
-    ({"representation": "logmel", "duration": 1.0, "fourier_bands": 4}, (100, 40 + 9)),
-    ({"representation": "raw", "duration": 0.25, "fourier_bands": 8}, (4000, 1 + 17)),
+    ({"representation": "logmel", "duration": 1.0, "fourier_bands": 4}, (100, 40)),  # the model adds 9
+    ({"representation": "logmel", "duration": 0, "fourier_bands": 4}, (50, 40 + 9)),  # per clip (a 0.5 s sine)
+    ({"representation": "raw", "duration": 0.25, "fourier_bands": 8}, (4000, 1)),
     ({"representation": "logmel", "duration": 1.0, "mono": False, "n_mels": 20}, (100, 2 * 20)),
 ])
 def test_representations(options, shape):
@@ -71,8 +72,26 @@ def test_representations(options, shape):
     assert array_width(AudioOptions.from_dict(options), channels) == shape[1]
 
 
+def test_fixed_length_clips_declare_a_time_grid_instead_of_channels():
+    from gperc_plugin_audio.features import position_grid, to_array
+    from gperc_plugin_audio.waveform import prepare_waveform
+
+    from gperc_core import PositionGrid, fourier_features
+
+    opts = AudioOptions.from_dict({"representation": "logmel", "duration": 0.5, "fourier_bands": 4})
+    fixed = to_array(prepare_waveform((sine(rate=16000), 16000), opts), opts)  # a 0.5 s sine: 50 frames
+    grid = position_grid(opts, fixed.shape[0])
+    assert grid == PositionGrid((50,), 4) and fixed.shape == (50, 40)
+    per_clip = AudioOptions.from_dict({"representation": "logmel", "duration": 0, "fourier_bands": 4})
+    old = to_array(prepare_waveform((sine(rate=16000), 16000), per_clip), per_clip)
+    assert position_grid(per_clip, old.shape[0]) is None
+    # the model's features of the grid are exactly the channels variable-length clips carry
+    assert torch.equal(old[:, 40:], fourier_features(grid.shape, grid.num_bands))
+    assert torch.allclose(old[:, :40], fixed)
+
+
 def test_raw_fourier_features_and_peak_normalisation():
-    out = array((sine(rate=16000), 16000), representation="raw", fourier_bands=2, duration=0.1)
+    out = array((sine(rate=16000), 16000), representation="raw", fourier_bands=2, duration=0)
     assert float(out[:, 0].abs().max()) == pytest.approx(1.0, abs=1e-4)
     assert float(out[0, 1]) == pytest.approx(-1.0) and float(out[-1, 1]) == pytest.approx(1.0)  # position in [-1, 1]
 
