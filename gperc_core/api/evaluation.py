@@ -25,8 +25,10 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, checkpoint: bool 
         bf16 autocast follows the run's ``training.bf16`` (auto when unset).
 
     Raises:
-        `InputError` / `CheckpointError` for a folder that is not a run or holds no model,
-        `TaskError` for an unknown split, `PluginError` when the task's plugins are missing.
+        CheckpointError: ``run_dir`` is not a run folder, or it holds no model or checkpoint, or a
+            damaged one.
+        TaskError: ``split`` is not a split of the task's dataset.
+        TaskError: the plugins of the task's modalities are not installed.
     """
     from gperc_core.api.runs import open_run
     from gperc_core.train.trainer import auto_bf16, evaluate_model

@@ -40,8 +40,9 @@ def predict(run_dir: str | Path, samples_or_files: Sequence[Any], *, modality: s
         predicted class ids, one per output position.
 
     Raises:
-        `InputError` for a bad ``top_k``, ``modality`` or item, or a missing file; the errors of
-        `gperc_core.api.runs.open_run`.
+        InputError: a bad ``top_k``, ``modality`` or item, or a missing file.
+        CheckpointError: ``run_dir`` is not a run folder or holds no model (`gperc_core.api.runs.open_run`).
+        TaskError: the plugins of the task's modalities are not installed.
     """
     import torch
 
