@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plugins",),
     ("io",),
     ("model",),
+    ("interop",),
     ("data",),
     ("train",),
     ("parallel",),
