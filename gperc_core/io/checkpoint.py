@@ -16,11 +16,14 @@ from typing import Any, Mapping
 
 import torch
 
+from gperc_core.config.bounds import check_model_bounds
 from gperc_core.config.perceiver import PerceiverConfig
-from gperc_core.errors import CheckpointError
+from gperc_core.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MAX_CONFIG_BYTES = 2 ** 20
+"""The largest ``config.json`` read (real ones are about 1 KB)."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -126,16 +129,34 @@ def read_config(directory: str | Path) -> PerceiverConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: expected a checkpoint folder with {CONFIG_FILE}, found none")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: expected a config of at most {MAX_CONFIG_BYTES} bytes, got "
+                              f"{path.stat().st_size}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    return PerceiverConfig.from_dict(data, strict=False)
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of config fields, got {type(data).__name__}")
+    try:
+        check_model_bounds(data, where=f"{path} ")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
+    try:
+        return PerceiverConfig.from_dict(data, strict=False)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def load_model(directory: str | Path, model_cls: type, map_location: str | torch.device = "cpu"):
-    """Return a ``model_cls`` built from ``directory/config.json`` with ``model.safetensors`` loaded into it."""
-    config = read_config(directory)
+    """Return a ``model_cls`` built from ``directory/config.json`` with ``model.safetensors`` loaded into it.
+
+    Checked before anything is allocated (`gperc_core.io.preflight`): the config's sizes against
+    sane bounds, and the model it describes (built on the meta device) against the weights file's
+    header; a mismatch is a `CheckpointError` naming the field, the expected and the actual value."""
+    from gperc_core.io.preflight import preflight
+
+    config = preflight(directory, model_cls)
     model = model_cls(config)
     state = load_tensors(Path(directory) / WEIGHTS_FILE, map_location)
     load_state_checked(model, state, str(Path(directory) / WEIGHTS_FILE))

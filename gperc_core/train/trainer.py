@@ -336,7 +336,16 @@ class Trainer:
 
         Returns ``{"step", "interrupted", "eval": last metrics, "train_time_s", "samples_per_s"}``.
         Ctrl-C or SIGTERM saves a resumable checkpoint first, then re-raises `KeyboardInterrupt`.
+        The main process holds the run folder's writer lock (`gperc_core.io.lock`) throughout; another
+        process writing the folder is a `RunLockedError`.
         """
+        from gperc_core.io.lock import run_lock
+
+        with run_lock(self.out_dir, enabled=self.is_main):
+            return self._fit(max_steps)
+
+    def _fit(self, max_steps: int | None) -> dict[str, Any]:
+        """`fit` under the writer lock."""
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.task.write_record(self.out_dir)
