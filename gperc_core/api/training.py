@@ -148,8 +148,14 @@ def resume(run_dir: str | Path, *, overrides: Mapping[str, Any] | None = None, p
         merged.pop("training.max_steps", None)
 
     def make_task() -> Any:
+        """The run's task, its model config checked against the latest checkpoint before any build."""
+        from gperc_core.io.runs import check_resumable
+        from gperc_core.model.fusion import model_for_config
+
         card = validate_card(record["card"], source=str(folder / "task.json"))
-        return create_task(record["task"], pm=pm, card=card, **merged)
+        task = create_task(record["task"], pm=pm, card=card, **merged)
+        check_resumable(folder, task.config if task.config is not None else task.infer_config(), model_for_config)
+        return task
 
     device = merged.get("training.device", "auto")
     return _run(make_task, lambda strategy: folder, parallel, device, resuming=True, log=log)

@@ -156,7 +156,8 @@ def load_model(directory: str | Path, model_cls: type, map_location: str | torch
     header; a mismatch is a `CheckpointError` naming the field, the expected and the actual value."""
     from gperc_core.io.preflight import preflight
 
-    config = preflight(directory, model_cls)
+    config = preflight(read_config(directory), Path(directory) / WEIGHTS_FILE, model_cls,
+                       str(Path(directory) / CONFIG_FILE))
     model = model_cls(config)
     state = load_tensors(Path(directory) / WEIGHTS_FILE, map_location)
     load_state_checked(model, state, str(Path(directory) / WEIGHTS_FILE))

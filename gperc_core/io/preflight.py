@@ -185,19 +185,13 @@ def check_config(config: PerceiverConfig | Mapping[str, Any], source: str) -> No
         raise CheckpointError(str(exc)) from exc
 
 
-def preflight(directory: str | Path, build: Build, config: PerceiverConfig | None = None) -> PerceiverConfig:
-    """Check the checkpoint folder ``directory`` (``config.json`` + ``model.safetensors``) before
-    building: the config's bounds, then the weights header against the model built on the meta
-    device. Returns the config (``config``, when given, replaces ``config.json``'s)."""
-    from gperc_core.io.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
-
-    directory = Path(directory)
-    config_source = str(directory / CONFIG_FILE)
-    if config is None:
-        config = read_config(directory)
+def preflight(config: PerceiverConfig, weights: str | Path, build: Build, config_source: str = "config.json"
+              ) -> PerceiverConfig:
+    """Check a checkpoint before building it: ``config``'s sizes against sane bounds, then the header of
+    the weights file ``weights`` against ``build(config)`` built on the meta device. Returns ``config``;
+    every failure is a `CheckpointError` naming the file, the field, the expected and the actual value."""
     check_config(config, config_source)
-    header = read_header(directory / WEIGHTS_FILE)
-    check_weights(config, build, header, str(directory / WEIGHTS_FILE), config_source)
+    check_weights(config, build, read_header(weights), str(weights), config_source)
     return config
 
 

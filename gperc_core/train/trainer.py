@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from gperc_core.config.training import TrainingConfig
+from gperc_core.config.bounds import check_model_bounds
 from gperc_core.errors import CheckpointError
 from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
@@ -122,6 +123,7 @@ class Trainer:
         self.strategy = strategy if strategy is not None else SingleProcess(resolve_device(self.cfg.device))
         self.device = self.strategy.device
         self.config = task.config if task.config is not None else task.infer_config()
+        check_model_bounds(self.config.to_dict(), where="model.")  # refused by name before anything is built
         self.train_data = task.split(task.card.train_split)
         self.eval_data = task.split(task.card.eval_split)
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
@@ -291,11 +293,7 @@ class Trainer:
         if path is None:
             raise CheckpointError(f"{self.out_dir}: expected a run folder with a checkpoint to resume, found none")
         data = runs.read_checkpoint(path, self.device)
-        ours, theirs = self.config.to_dict(), data["config"].to_dict()
-        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in diff[:5])
-            raise CheckpointError(f"{path}: checkpoint from a different model config ({detail})")
+        runs.check_same_config(path, data["config"], self.config)
         self.strategy.load_state_dict(data["weights"], str(path / ckpt.WEIGHTS_FILE))
         self._load_optimizer_state(data["optimizer"], path)
         runs.set_rng_state(data["rng"])
