@@ -13,6 +13,7 @@ pure function of the step, so a resumed run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import signal
 import sys
@@ -281,7 +282,13 @@ class Trainer:
         ``model.safetensors``) from the main process; a collective. Returns the run folder."""
         weights = StateView(self.config, self.strategy.full_state_dict())
         if self.is_main:
-            ckpt.save_model(weights, self.out_dir)
+            try:
+                ckpt.save_model(weights, self.out_dir)
+            except OSError as exc:  # a full disk: the checkpoint of this step, written first, is intact
+                reason = "disk full" if exc.errno == errno.ENOSPC else f"{type(exc).__name__}: {exc}"
+                raise CheckpointError(f"saving the final model into {self.out_dir} failed ({reason}); the "
+                                      f"checkpoint {runs.latest_checkpoint(self.out_dir)} is intact: free space, "
+                                      f"then --resume {self.out_dir} writes the model") from exc
         self.strategy.barrier()
         return self.out_dir
 
