@@ -29,6 +29,10 @@ class CheckpointError(GpercError, RuntimeError):
     """A checkpoint folder is missing, corrupted or belongs to another configuration."""
 
 
+class RunLockedError(CheckpointError):
+    """A run folder is being written by another process (it holds the folder's writer lock)."""
+
+
 def describe(value: Any) -> str:
     """Return a short human description of ``value`` for error messages (shape and dtype for tensors)."""
     shape = getattr(value, "shape", None)

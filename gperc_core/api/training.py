@@ -38,8 +38,10 @@ def default_out(task: str) -> Path:
 
 
 def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any, device: Any,
-         resuming: bool, log: Log | None) -> dict[str, Any]:
-    """Set up the strategy, build the task and the trainer, train, and return the summary."""
+         resuming: bool, log: Log | None, verify: Callable[[Path], None] = lambda run_dir: None) -> dict[str, Any]:
+    """Set up the strategy, take the run folder's writer lock (on the writing process), ``verify`` the
+    folder under it, build the task and the trainer, train, and return the summary."""
+    from gperc_core.io.lock import run_lock
     from gperc_core.io.runs import PLOT_FILE, latest_checkpoint
     from gperc_core.parallel import make_strategy, wants_distributed
     from gperc_core.train.trainer import Trainer
@@ -48,9 +50,13 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
     # a process group first (so that a failure while loading the data ends every rank); one process
     # waits for the task, whose training.device says where it runs
     strategy = make_strategy(parallel, device=device) if wants_distributed(parallel) else None
+    stack = contextlib.ExitStack()
     try:
         with strategy.guard() if strategy is not None else contextlib.nullcontext():
             run_dir = Path(out(strategy))
+            lock = run_lock(run_dir, enabled=strategy is None or strategy.is_main)
+            stack.enter_context(lock)  # released after the strategy closes, even on failure
+            verify(run_dir)
             task = make_task()
             if strategy is None:
                 strategy = make_strategy(parallel, device=task.training.device)
@@ -70,8 +76,11 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             except KeyboardInterrupt as exc:
                 raise TrainingInterrupted(run_dir, trainer.step, latest_checkpoint(run_dir), strategy.is_main) from exc
     finally:
-        if strategy is not None:
-            strategy.close()
+        try:
+            if strategy is not None:
+                strategy.close()
+        finally:
+            stack.close()
     return {**result, "task": task.name, "run_dir": run_dir, "checkpoint": latest_checkpoint(run_dir),
             "model": run_dir / "model.safetensors", "metrics": run_dir / "metrics.jsonl", "plot": run_dir / PLOT_FILE,
             "eval_split": task.card.eval_split, "baseline": dict(task.card.baseline or {}),
@@ -109,14 +118,17 @@ def train(task: Any, out_dir: str | Path | None = None, *, overrides: Mapping[st
         chosen = default_out(name) if out_dir is None else Path(out_dir)
         if out_dir is None and strategy is not None:
             chosen = Path(strategy.broadcast_object(str(chosen)))
+        return chosen
+
+    def verify(chosen: Path) -> None:
+        """Under the writer lock (so that two runs cannot both pass): the folder holds no run yet."""
         if is_run_dir(chosen) and latest_checkpoint(chosen) is not None:
             raise CheckpointError(f"out_dir {str(chosen)!r}: expected a new or empty run folder, got one that holds "
                                   f"a run; continue it with --resume {chosen} (gperc_core.api.resume) or choose "
                                   f"another --out")
-        return chosen
 
     device = overrides.get("training.device", "auto")
-    return _run(make_task, out, parallel, device, resuming=False, log=log)
+    return _run(make_task, out, parallel, device, resuming=False, log=log, verify=verify)
 
 
 def resume(run_dir: str | Path, *, overrides: Mapping[str, Any] | None = None, parallel: Any = None,
@@ -136,8 +148,14 @@ def resume(run_dir: str | Path, *, overrides: Mapping[str, Any] | None = None, p
         merged.pop("training.max_steps", None)
 
     def make_task() -> Any:
+        """The run's task, its model config checked against the latest checkpoint before any build."""
+        from gperc_core.io.runs import check_resumable
+        from gperc_core.model.fusion import model_for_config
+
         card = validate_card(record["card"], source=str(folder / "task.json"))
-        return create_task(record["task"], pm=pm, card=card, **merged)
+        task = create_task(record["task"], pm=pm, card=card, **merged)
+        check_resumable(folder, task.config if task.config is not None else task.infer_config(), model_for_config)
+        return task
 
     device = merged.get("training.device", "auto")
     return _run(make_task, lambda strategy: folder, parallel, device, resuming=True, log=log)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from gperc_core.config.bounds import check_model_bounds
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
-from gperc_core.errors import TaskError
+from gperc_core.errors import ConfigError, TaskError
 from gperc_core.model.fusion import FUSION_KEYS
 
 SECTIONS = ("model", "training", "options", "fusion")
@@ -199,6 +200,10 @@ def _check_model_keys(source: str, model: Mapping[str, Any]) -> None:
     for key in model:
         if key not in known:
             raise TaskError(f"{source}: model.{key}: unknown PerceiverConfig field (expected one of {sorted(known)})")
+    try:
+        check_model_bounds(model, where=f"{source}: model.")
+    except ConfigError as exc:
+        raise TaskError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------- overrides

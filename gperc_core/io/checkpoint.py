@@ -8,29 +8,36 @@ so a crash or a full disk never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from gperc_core.config.bounds import check_model_bounds
 from gperc_core.config.perceiver import PerceiverConfig
-from gperc_core.errors import CheckpointError
+from gperc_core.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MAX_CONFIG_BYTES = 2 ** 20
+"""The largest ``config.json`` read (real ones are about 1 KB)."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+def atomic_write_bytes(path: str | Path, data: bytes | Sequence[bytes]) -> Path:
+    """Write ``data`` (bytes, or a sequence of chunks written in order) to ``path`` atomically
+    (temporary file, fsync, rename, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -58,20 +65,48 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return atomic_write_bytes(path, save(flat, metadata=dict(metadata) if metadata else None))
+    return atomic_write_bytes(path, _with_digest(save(flat, metadata=dict(metadata) if metadata else None)))
+
+
+DIGEST_KEY = "gperc_sha256"
+"""The header metadata key holding the SHA-256 of a safetensors file's data section (files written
+before it existed load unverified)."""
+
+
+def _split(raw: bytes) -> tuple[dict[str, Any], memoryview]:
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), memoryview(raw)[8 + n:]
+
+
+def _with_digest(raw: bytes) -> list[bytes | memoryview]:
+    """The chunks of safetensors bytes ``raw`` with the SHA-256 of its data section in the header's
+    metadata (the data section is not copied)."""
+    header, data = _split(raw)
+    header.setdefault("__metadata__", {})[DIGEST_KEY] = hashlib.sha256(data).hexdigest()
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # keep the data section 8-byte aligned, as safetensors does
+    return [struct.pack("<Q", len(encoded)), encoded, data]
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a safetensors file; raise `CheckpointError` naming the file when it is missing or corrupted."""
+    """Read a safetensors file; raise `CheckpointError` naming the file when it is missing or corrupted
+    (a header that does not parse, or data whose SHA-256 differs from the one recorded at save)."""
     from safetensors.torch import load
 
+    from gperc_core.io.preflight import read_header
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: expected a safetensors file, found none")
+    read_header(path)  # a header that promises more than the file holds is refused before reading it
+    raw = path.read_bytes()
     try:
-        tensors = load(path.read_bytes())
+        header, data = _split(raw)
+        recorded = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+        tensors = load(raw)
     except Exception as exc:  # safetensors raises its own error type for corrupted headers/data
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise CheckpointError(f"{path}: expected data with SHA-256 {recorded} (recorded at save), got "
+                              f"{hashlib.sha256(data).hexdigest()}: the file is corrupted")
     return {k: v.to(device) for k, v in tensors.items()}
 
 
@@ -126,16 +161,35 @@ def read_config(directory: str | Path) -> PerceiverConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: expected a checkpoint folder with {CONFIG_FILE}, found none")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: expected a config of at most {MAX_CONFIG_BYTES} bytes, got "
+                              f"{path.stat().st_size}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    return PerceiverConfig.from_dict(data, strict=False)
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of config fields, got {type(data).__name__}")
+    try:
+        check_model_bounds(data, where=f"{path} ")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
+    try:
+        return PerceiverConfig.from_dict(data, strict=False)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def load_model(directory: str | Path, model_cls: type, map_location: str | torch.device = "cpu"):
-    """Return a ``model_cls`` built from ``directory/config.json`` with ``model.safetensors`` loaded into it."""
-    config = read_config(directory)
+    """Return a ``model_cls`` built from ``directory/config.json`` with ``model.safetensors`` loaded into it.
+
+    Checked before anything is allocated (`gperc_core.io.preflight`): the config's sizes against
+    sane bounds, and the model it describes (built on the meta device) against the weights file's
+    header; a mismatch is a `CheckpointError` naming the field, the expected and the actual value."""
+    from gperc_core.io.preflight import preflight
+
+    config = preflight(read_config(directory), Path(directory) / WEIGHTS_FILE, model_cls,
+                       str(Path(directory) / CONFIG_FILE))
     model = model_cls(config)
     state = load_tensors(Path(directory) / WEIGHTS_FILE, map_location)
     load_state_checked(model, state, str(Path(directory) / WEIGHTS_FILE))

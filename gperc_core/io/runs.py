@@ -206,6 +206,34 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
             "rng": rng, "state": state}
 
 
+def check_same_config(path: str | Path, checkpoint: Any, ours: Any) -> None:
+    """Raise `CheckpointError` naming up to five fields (checkpoint value vs now) when the
+    `PerceiverConfig` ``checkpoint`` read from ``path`` differs from ``ours``."""
+    theirs_d, ours_d = checkpoint.to_dict(), ours.to_dict()
+    diff = sorted(k for k in set(ours_d) | set(theirs_d) if ours_d.get(k) != theirs_d.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {theirs_d.get(k)!r} vs now {ours_d.get(k)!r}" for k in diff[:5])
+        raise CheckpointError(f"{path}: checkpoint from a different model config ({detail})")
+
+
+def check_resumable(run_dir: str | Path, config: Any, build: Any) -> Path:
+    """Before a resumed run builds its model: the latest checkpoint exists, its config equals
+    ``config`` (the one the run's task now gives), its weights header matches ``build(config)`` built
+    on the meta device, and its optimizer and RNG headers are readable. Returns the checkpoint folder;
+    every failure is a `CheckpointError` naming the file and the field."""
+    from gperc_core.io.preflight import check_config, preflight, read_header
+
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"{run_dir}: expected a run folder with a checkpoint to resume, found none")
+    check_config(config, f"{Path(run_dir) / TASK_FILE} (the model config it gives)")
+    check_same_config(path, ckpt.read_config(path), config)
+    preflight(config, path / ckpt.WEIGHTS_FILE, build, str(path / ckpt.CONFIG_FILE))
+    for name in (OPTIMIZER_TENSORS, RNG_FILE):
+        read_header(path / name)
+    return path
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: expected a JSON file, found none")
@@ -219,5 +247,5 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 __all__ = ["TASK_FILE", "METRICS_FILE", "PLOT_FILE", "checkpoints_dir", "is_run_dir", "check_run_dir",
-           "read_task_file", "latest_checkpoint", "write_checkpoint", "read_checkpoint", "optimizer_to_safe",
+           "read_task_file", "latest_checkpoint", "check_same_config", "check_resumable", "write_checkpoint", "read_checkpoint", "optimizer_to_safe",
            "optimizer_from_safe", "rng_state", "set_rng_state"]

@@ -54,22 +54,29 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to ``path`` (flushed and fsync'd so a crash keeps it)."""
     import os
 
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record, sort_keys=False) + "\n")
+    with open(path, "a+b") as handle:
+        torn = False
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
+        # a line torn by a crash stays on its own line: the record appended now is not glued to it
+        handle.write((("\n" if torn else "") + json.dumps(record, sort_keys=False) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of a JSON-lines file, skipping a torn last line."""
+    """Yield the records (objects) of a JSON-lines file, skipping torn or corrupted lines."""
     path = Path(path)
     if not path.is_file():
         return
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):  # a corrupted line that still parses (a number, a list) is skipped too
+            yield record

@@ -7,6 +7,11 @@ from pathlib import Path
 from gperc_core.train.metrics import read_jsonl
 
 
+def _numbers(record: dict, *keys: str) -> bool:
+    """True when ``record`` holds real numbers at every key of ``keys`` (a corrupted line may not)."""
+    return all(isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in keys)
+
+
 def plot_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path | None:
     """Draw training loss per step, evaluation loss and accuracy per epoch from ``metrics.jsonl``
     into ``out_path`` (PNG); returns the path, or ``None`` when there is nothing to plot yet."""
@@ -16,8 +21,8 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path, title: str = "")
     import matplotlib.pyplot as plt
 
     records = list(read_jsonl(metrics_path))
-    train = [r for r in records if r.get("split") == "train" and "loss" in r]
-    evals = [r for r in records if r.get("split") == "eval"]
+    train = [r for r in records if r.get("split") == "train" and _numbers(r, "step", "loss")]
+    evals = [r for r in records if r.get("split") == "eval" and _numbers(r, "step", "loss", "accuracy")]
     if not train and not evals:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))

@@ -13,6 +13,7 @@ pure function of the step, so a resumed run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import signal
 import sys
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from gperc_core.config.training import TrainingConfig
+from gperc_core.config.bounds import check_model_bounds
 from gperc_core.errors import CheckpointError
 from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
@@ -122,6 +124,7 @@ class Trainer:
         self.strategy = strategy if strategy is not None else SingleProcess(resolve_device(self.cfg.device))
         self.device = self.strategy.device
         self.config = task.config if task.config is not None else task.infer_config()
+        check_model_bounds(self.config.to_dict(), where="model.")  # refused by name before anything is built
         self.train_data = task.split(task.card.train_split)
         self.eval_data = task.split(task.card.eval_split)
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
@@ -279,7 +282,13 @@ class Trainer:
         ``model.safetensors``) from the main process; a collective. Returns the run folder."""
         weights = StateView(self.config, self.strategy.full_state_dict())
         if self.is_main:
-            ckpt.save_model(weights, self.out_dir)
+            try:
+                ckpt.save_model(weights, self.out_dir)
+            except OSError as exc:  # a full disk: the checkpoint of this step, written first, is intact
+                reason = "disk full" if exc.errno == errno.ENOSPC else f"{type(exc).__name__}: {exc}"
+                raise CheckpointError(f"saving the final model into {self.out_dir} failed ({reason}); the "
+                                      f"checkpoint {runs.latest_checkpoint(self.out_dir)} is intact: free space, "
+                                      f"then --resume {self.out_dir} writes the model") from exc
         self.strategy.barrier()
         return self.out_dir
 
@@ -291,11 +300,7 @@ class Trainer:
         if path is None:
             raise CheckpointError(f"{self.out_dir}: expected a run folder with a checkpoint to resume, found none")
         data = runs.read_checkpoint(path, self.device)
-        ours, theirs = self.config.to_dict(), data["config"].to_dict()
-        diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in diff[:5])
-            raise CheckpointError(f"{path}: checkpoint from a different model config ({detail})")
+        runs.check_same_config(path, data["config"], self.config)
         self.strategy.load_state_dict(data["weights"], str(path / ckpt.WEIGHTS_FILE))
         self._load_optimizer_state(data["optimizer"], path)
         runs.set_rng_state(data["rng"])
@@ -336,7 +341,16 @@ class Trainer:
 
         Returns ``{"step", "interrupted", "eval": last metrics, "train_time_s", "samples_per_s"}``.
         Ctrl-C or SIGTERM saves a resumable checkpoint first, then re-raises `KeyboardInterrupt`.
+        The main process holds the run folder's writer lock (`gperc_core.io.lock`) throughout; another
+        process writing the folder is a `RunLockedError`.
         """
+        from gperc_core.io.lock import run_lock
+
+        with run_lock(self.out_dir, enabled=self.is_main):
+            return self._fit(max_steps)
+
+    def _fit(self, max_steps: int | None) -> dict[str, Any]:
+        """`fit` under the writer lock."""
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.task.write_record(self.out_dir)
