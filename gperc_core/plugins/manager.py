@@ -657,12 +657,13 @@ def reset_default_plugin_manager() -> None:
         _default = None
 
 
-def plugin_manager_from_args(args: Any) -> PluginManager:
+def plugin_manager_from_args(args: Any, *, strict: bool | None = None) -> PluginManager:
     """Return a manager honouring the CLI's ``--plugins`` / ``--disable-plugins`` (``args.plugin_allow`` /
-    ``args.plugin_block``), falling back to the environment for each one not given."""
+    ``args.plugin_block``), falling back to the environment for each one not given. ``strict``
+    (default: the environment's) is only used for a manager built here, not for the cached default
+    one; ``strict=False`` always builds a new, lenient manager (to list what is broken)."""
     allow = getattr(args, "plugin_allow", None)
     block = getattr(args, "plugin_block", None)
-    if allow is None and block is None:
+    if allow is None and block is None and strict is None:
         return default_plugin_manager()
-    return get_plugin_manager(allow=allow, block=block)
-
+    return get_plugin_manager(allow=allow, block=block, strict=strict)
