@@ -81,11 +81,12 @@ class Task:
         """Return split ``name`` as tensors (built on first use, then cached)."""
         if name not in self._splits:
             config = self.infer_config() if self.config is None else self.config
-            self._splits[name] = self.data.to_task_data(self.data.collated(name), config, self.query)
+            self._splits[name] = self.data.to_task_data(self.data.collated(name), config, self.query,
+                                                        where=f"split {name!r}")
         return self._splits[name]
 
     def infer_config(self) -> PerceiverConfig:
-        """Build the `PerceiverConfig` from the train and eval data, the card's [model] and the overrides."""
+        """Build the `PerceiverConfig` from the training split, the card's [model] and the overrides."""
         self.config, self.query = infer_config(self.data, self.overrides["model"], self.overrides["fusion"])
         self._splits.clear()
         return self.config
