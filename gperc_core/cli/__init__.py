@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from typing import Any, Sequence
 
 ENV_TRACEBACK = "GPERC_TRACEBACK"
@@ -60,14 +61,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.command != "plugins":
-            check_strict(args)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_plugin_warning(warnings.showwarning)
+            if args.command != "plugins":
+                check_strict(args)
+            return int(args.func(args) or 0)
     except GpercError as exc:
         if args.traceback or os.environ.get(ENV_TRACEBACK, "").strip().lower() in ("1", "true", "yes", "on"):
             traceback.print_exception(exc, file=sys.stderr)
         print(f"gperc: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _show_plugin_warning(show: Any) -> Any:
+    """Return a ``warnings.showwarning`` that prints a `PluginWarning` as one ``gperc: warning:`` line
+    (no source line) and hands every other warning to ``show``."""
+    from gperc_core.plugins.manager import PluginWarning
+
+    def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                    line: str | None = None) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"gperc: warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 def check_strict(args: Any) -> None:
