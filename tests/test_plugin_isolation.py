@@ -222,3 +222,19 @@ def test_an_installed_plugin_that_does_not_answer_for_its_modality_is_named(site
     assert "plugin 'noanswer' (gperc-fake-noanswer 1.0) is installed and registers modality 'tse', but its " \
            "gperc_input_array returned None for it" in result.stderr
     assert "pip install" not in result.stderr
+
+
+def test_config_comes_from_the_training_split_and_longer_inputs_name_the_setting(monkeypatch):
+    from gperc_core.data.tasks import create_task
+    from gperc_core.errors import InputError
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    monkeypatch.syspath_prepend(str(FAKES / "good"))
+    pm = get_plugin_manager(allow=["fakegood"], strict=True)
+    task = create_task("fakevec/sign", pm=pm)
+    assert task.config.input_len == 4  # the longest training sample; the test split is never read for it
+    assert len(task.split("test")) == 2
+    assert task.encode([{"fakevec": [1.0, 2.0]}])["input_array"].shape[1] == 2
+    with pytest.raises(InputError, match=r"input: sample 0 of modality 'fakevec' has 6 elements, more than the "
+                                         r"model's input_len 4 .* --set model.input_len=6"):
+        task.encode([{"fakevec": [1.0] * 6}])
