@@ -6,20 +6,33 @@ PY := $(VENV)/bin/python
 PLUGINS := image audio text graph
 PLUGIN_DIRS := $(addprefix gperc_plugins/,$(PLUGINS))
 STAMP := $(VENV)/.gperc-installed
-TORCH := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
+# The distributions declare version ranges; the exact versions we test with live in constraints.txt
+# (torch==2.11.0, torchvision==0.26.0, torchaudio==2.11.0 among them). PIP_CONSTRAINT also pins the
+# build backend pip installs in its isolated build environments.
+CONSTRAINTS := constraints.txt
+PIP := PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(PY) -m pip
+TORCH := torch torchvision torchaudio
+DIST ?= dist
 DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite wordnet-base
 TASK ?= image/digits
 
-.PHONY: install test docs demo bench bench-tasks data clean
+.PHONY: install test docs demo bench bench-tasks data dist clean
 
-$(STAMP): pyproject.toml $(wildcard gperc_plugins/*/pyproject.toml)
+$(STAMP): pyproject.toml $(wildcard gperc_plugins/*/pyproject.toml) $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,docs]' $(foreach d,$(wildcard $(PLUGIN_DIRS)),-e '$(d)[test]')
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[test,docs]' $(foreach d,$(wildcard $(PLUGIN_DIRS)),-e '$(d)[test]')
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Wheels of gperc-core (with its registry) and of every plugin (with its tasks/*.toml cards) into dist/;
+# install them anywhere with: pip install dist/gperc_core-*.whl dist/gperc_plugin_image-*.whl ...
+dist: $(STAMP)
+	rm -rf $(DIST)
+	$(PIP) wheel -q --no-deps -w $(DIST) . $(PLUGIN_DIRS)
+	@ls $(DIST)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -47,4 +60,4 @@ bench-tasks: $(STAMP) data
 	$(PY) bench/update_readme.py
 
 clean:
-	rm -rf $(VENV) .peers-venv runs .pytest_cache site
+	rm -rf $(VENV) .peers-venv runs .pytest_cache site $(DIST)

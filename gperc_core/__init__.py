@@ -20,8 +20,8 @@ from gperc_core._version import __version__
 _EXPORTS: dict[str, str] = {
     # errors
     "GpercError": "gperc_core.errors", "ConfigError": "gperc_core.errors", "InputError": "gperc_core.errors",
-    "PluginError": "gperc_core.errors", "TaskError": "gperc_core.errors", "CheckpointError": "gperc_core.errors",
-    "RunLockedError": "gperc_core.errors",
+    "PluginError": "gperc_core.errors", "PluginHookError": "gperc_core.errors", "TaskError": "gperc_core.errors",
+    "CheckpointError": "gperc_core.errors", "RunLockedError": "gperc_core.errors",
     # config
     "PerceiverConfig": "gperc_core.config.perceiver",
     "TrainingConfig": "gperc_core.config.training",
@@ -75,8 +75,8 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.data.collate import Collator, collate
     from gperc_core.data.registry import TaskCard, load_registry
     from gperc_core.data.tasks import Task, create_task, list_tasks
-    from gperc_core.errors import (CheckpointError, ConfigError, GpercError, InputError, PluginError, RunLockedError,
-                                   TaskError)
+    from gperc_core.errors import (CheckpointError, ConfigError, GpercError, InputError, PluginError, PluginHookError,
+                                   RunLockedError, TaskError)
     from gperc_core.model.fusion import ModalityFusion
     from gperc_core.model.position import fourier_features
     from gperc_core.model.sentinels import (IGNORE_INDEX, MASK_SENTINEL, OUTPUT_SENTINEL, is_mask_sentinel, is_output_sentinel,

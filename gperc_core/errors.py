@@ -21,6 +21,12 @@ class PluginError(GpercError, RuntimeError):
     """A plugin failed to load, declared something invalid, or collided with another."""
 
 
+class PluginHookError(PluginError):
+    """Plugin code raised while gperc called one of its hooks during a task; the message names the plugin,
+    its distribution and version, the hook, where it was called (split, sample) and the original error,
+    which is also the exception's ``__cause__``."""
+
+
 class TaskError(GpercError, LookupError):
     """A task name, task card or task override is not valid."""
 

@@ -57,13 +57,16 @@ def test_plugins_json_works_with_broken_plugins_installed():
 def test_plugins_table_in_strict_mode_with_flags():
     result = run_gperc("--plugins", FAKE_ALLOW, "--disable-plugins", "fakeoldcore", "plugins",
                        env_extra={"GPERC_STRICT_PLUGINS": "1"})
-    assert result.returncode == 0, result.stderr
+    # strict mode lists everything, then fails the check (issue 14: CI runs `gperc plugins` strictly)
+    assert result.returncode == 1, result.stderr
+    assert "gperc: error: 2 broken plugin(s): fakemisspelled, fakeraises (strict mode" in result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:] if line and line[0] != " "}
     assert rows["fakegood"][1:4] == ["gperc-fake-good", "1.0", "ok"]
     assert rows["fakeoldcore"][3] == "disabled" and rows["fakeraises"][3] == "error"
     assert "input_array,datasets,modalities,tasks,tokenizer" in rows["fakegood"]
     assert "modalities: fakevec, faketok; datasets: fakevec-sign; tasks: fakevec/sign" in result.stdout
     assert "Load errors:" in result.stdout and "  fakeraises: ImportError" in result.stdout
+    assert "[stage: import]" in result.stdout and "[stage: hooks]" in result.stdout
     assert "fakeoldcore:" not in result.stdout.split("Load errors:")[1]
     # uninstalling (the folder off the path) removes the plugins from the listing
     gone = run_gperc("plugins", "--json", dirs=())

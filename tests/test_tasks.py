@@ -103,8 +103,10 @@ def test_options_reach_the_plugin_hooks(pm):
     from gperc_core.plugins.manager import get_plugin_manager
 
     spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
-    create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
-                                              "training.max_eval_samples": 5})
+    task = create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
+                                                     "training.max_eval_samples": 5})
+    assert len(seen) == 10  # the model config is inferred from the training split only (issue 14)
+    task.split("test")
     assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" not in s for s, _ in seen)
     # the tokenizer is its own hook argument: the one gperc_tokenizer built on the training corpus
     assert all(isinstance(t, CharTokenizer) for _, t in seen) and len({id(t) for _, t in seen}) == 1

@@ -1,9 +1,10 @@
 """``gperc plugins``: list the installed plugins, what they register, and why any failed to load.
 
 ``gperc plugins`` prints a table; ``gperc plugins --json`` prints the same as a JSON list of objects
-(name, distribution, version, hooks, registered, error, enabled, module). It never fails because a
-plugin is broken: a plugin that cannot be loaded is listed with its error (strict mode is ignored
-here, since this is the command that diagnoses broken plugins).
+(name, distribution, version, hooks, registered, error, stage, withheld, enabled, module). A plugin
+that cannot be loaded is listed with the stage it failed at and its error, and the command exits 0;
+in strict mode (``--strict-plugins`` / ``GPERC_STRICT_PLUGINS=1``) it lists everything the same way
+and exits 1 when any enabled plugin is broken, so CI can run it as a check.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plugin listing; returns 0 (a broken plugin is reported, not fatal)."""
+    """Print the plugin listing; returns 0, or 1 in strict mode when a plugin is broken."""
     from gperc_core.api.catalog import installed_plugins
-    from gperc_core.plugins.manager import AllowListWarning
+    from gperc_core.plugins.manager import ENV_STRICT, AllowListWarning, env_strict
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AllowListWarning)
@@ -44,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_table(infos))
+    broken = [i["name"] for i in infos if i["enabled"] and i["error"]]
+    if broken and (getattr(args, "plugin_strict", False) or env_strict()):
+        print(f"gperc: error: {len(broken)} broken plugin(s): {', '.join(broken)} (strict mode: --strict-plugins / "
+              f"{ENV_STRICT}=1)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -76,6 +82,6 @@ def format_table(infos: Sequence[dict[str, Any]]) -> str:
     if errors:
         lines.append("")
         lines.append("Load errors:")
-        lines += [f"  {i['name']}: {i['error']}" for i in errors]
+        lines += [f"  {i['name']}: {i['error']} [stage: {i.get('stage') or 'load'}]" for i in errors]
         lines.append("Disable a plugin with GPERC_DISABLE_PLUGINS=<name> or 'gperc --disable-plugins <name>'.")
     return "\n".join(line.rstrip() for line in lines) + "\n"

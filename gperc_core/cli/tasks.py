@@ -1,4 +1,9 @@
-"""``gperc tasks [PATTERN] [--json]``: the known tasks, whether they are installed, their baselines."""
+"""``gperc tasks [PATTERN] [--json]``: the known tasks, whether they are installed, their baselines.
+
+Each line starts with ``ok`` (installed), ``--`` (its plugin is not installed; the ``pip install``
+line follows) or ``!!`` (its plugin is installed but broken; why, and a pointer to ``gperc plugins``,
+follows).
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        mark = "ok " if r["installed"] else "-- "
+        mark = "ok " if r["installed"] else "!! " if r.get("unavailable") else "-- "
         baseline = r.get("baseline") or {}
         base = f"  [baseline {baseline['accuracy']:.3f}]" if isinstance(baseline.get("accuracy"), float) else ""
         print(f"{mark}{r['name']:<{width}}  {r.get('description', '')}{base}")
-        if not r["installed"]:
+        if r.get("unavailable"):
+            print(f"   {'':<{width}}  unavailable: {r['unavailable']}")
+        elif not r["installed"]:
             print(f"   {'':<{width}}  not installed: {r['install']}")
     n_ok = sum(r["installed"] for r in rows)
-    print(f"{len(rows)} tasks, {n_ok} installed")
+    n_broken = sum(bool(r.get("unavailable")) for r in rows)
+    print(f"{len(rows)} tasks, {n_ok} installed" + (f", {n_broken} unavailable (broken plugins: see 'gperc plugins')"
+                                                     if n_broken else ""))
     return 0

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
 from gperc_core.data.cards import TaskCard
-from gperc_core.data.registry import install_hint
-from gperc_core.errors import ConfigError, InputError, PluginError, TaskError
+from gperc_core.data.registry import install_hint, modality_unavailable
+from gperc_core.errors import ConfigError, GpercError, InputError, PluginError, TaskError
 from gperc_core.model.position import fourier_features
 from gperc_core.model.sentinels import IGNORE_INDEX
+from gperc_core.plugins.manager import plugin_failure
 from gperc_core.plugins.specs import InputArray, PositionGrid
 
 
@@ -148,6 +149,34 @@ def model_adds_positions(config: PerceiverConfig, grid: PositionGrid, modality: 
     return True
 
 
+def plugin_label(pm: Any, plugin: str | None) -> str:
+    """``plugin 'name' (distribution version)`` of ``plugin`` in ``pm`` (for messages)."""
+    label = getattr(pm, "label", None)
+    return label(plugin) if label is not None else f"plugin {plugin!r}"
+
+
+def check_input_len(x: torch.Tensor, mask: torch.Tensor | None, config: PerceiverConfig, modality: str,
+                    where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return ``x`` / ``mask`` cut to the model's ``input_len`` when only padding lies beyond it; a sample
+    with more real elements (or a token id beyond ``input_num_tokens``) is an `InputError` naming the
+    setting to train with (``model.input_len`` / ``model.input_num_tokens``)."""
+    limit = int(config.input_len)
+    if x.shape[1] > limit:
+        lengths = mask.sum(1) if mask is not None else torch.full((x.shape[0],), x.shape[1])
+        longest = int(lengths.max())
+        if longest > limit:
+            raise InputError(f"{where}: sample {int(lengths.argmax())} of modality {modality!r} has {longest} "
+                             f"elements, more than the model's input_len {limit} (inferred from the training "
+                             f"split); train with --set model.input_len={longest} (or more) to take it")
+        x, mask = x[:, :limit], (mask[:, :limit] if mask is not None else None)
+    vocab = config.get("input_num_tokens")
+    if config.get("input_type") == "tokens" and vocab and x.numel() and int(x.max()) >= int(vocab):
+        raise InputError(f"{where}: modality {modality!r} has token id {int(x.max())}, beyond the model's "
+                         f"input_num_tokens {vocab} (inferred from the training split); train with --set "
+                         f"model.input_num_tokens={int(x.max()) + 1} (or more)")
+    return x, mask
+
+
 class TaskDatasets:
     """The data side of a task: raw splits, tokenizers, converted and collated splits (all cached).
 
@@ -183,6 +212,9 @@ class TaskDatasets:
             except (FileNotFoundError, OSError) as exc:
                 hint = f"; {spec.install_hint}" if spec.install_hint else ""
                 raise TaskError(f"dataset {dataset!r} ({split}): data not available ({exc}){hint}") from exc
+            except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+                raise plugin_failure(f"{plugin_label(self.pm, spec.plugin)} raised in DatasetSpec.load (dataset "
+                                     f"{dataset!r}, split {split!r}): {type(exc).__name__}: {exc}", exc) from exc
             if self.class_names is None and getattr(self._raw[key], "classes", None) is not None:
                 self.class_names = [str(c) for c in self._raw[key].classes]
         return self._raw[key]
@@ -193,40 +225,70 @@ class TaskDatasets:
         if modality not in self.tokenizers:
             train = self.raw_split(self.card.dataset_for(modality), self.card.train_split)
             corpus = (train[i][modality] for i in range(len(train)))
-            self.tokenizers[modality] = self.pm.hook.gperc_tokenizer(
-                modality=modality, options=self.options[modality], corpus=corpus)
+            self.tokenizers[modality], _ = self.pm.call_firstresult(
+                "gperc_tokenizer", f"split {self.card.train_split!r}", modality=modality,
+                options=self.options[modality], corpus=corpus)
         return self.tokenizers[modality]
 
-    def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None) -> dict[str, Any]:
+    def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
+                split: str | None = None, indices: Sequence[int] | None = None) -> dict[str, Any]:
         """Turn raw samples of ``modality`` into one collated batch dict (input, mask, output, target),
-        plus ``position``: the `PositionGrid` every sample declares, or ``None``."""
+        plus ``position``: the `PositionGrid` every sample declares, or ``None``.
+
+        ``split`` and ``indices`` (the samples' indices in the split) only name the failing sample
+        when plugin code raises (a `PluginHookError` naming the plugin, the hook, split and index).
+        """
+        def where(i: int | None = None) -> str:
+            place = f"split {split!r}" if split else "input"
+            return place if i is None else f"{place}, sample {indices[i] if indices is not None else i}"
+
         tokenizer = self.tokenizer(modality)
-        hook = self.pm.hook.gperc_input_array
         options = self.options[modality]
-        arrays = []
+        arrays, makers = [], set()
         for i, sample in enumerate(samples):
-            array = hook(modality=modality, sample=sample, options=options, tokenizer=tokenizer)
+            array, plugin = self.pm.call_firstresult("gperc_input_array", where(i), modality=modality, sample=sample,
+                                                     options=options, tokenizer=tokenizer)
             if array is None:
-                raise PluginError(f"modality {modality!r}: no installed plugin converts its samples "
-                                  f"(gperc_input_array returned None); {install_hint(modality)}")
-            if not isinstance(array, InputArray):
-                raise PluginError(f"modality {modality!r}: gperc_input_array must return an InputArray, "
-                                  f"got {type(array).__name__}")
+                raise PluginError(self._no_answer(modality, "gperc_input_array", "converts its samples"))
+            if not isinstance(array, InputArray) or not isinstance(array.array, torch.Tensor):
+                got = type(array).__name__ if not isinstance(array, InputArray) else \
+                    f"an InputArray whose array is a {type(array.array).__name__}"
+                raise PluginError(f"{plugin_label(self.pm, plugin)}: gperc_input_array (modality {modality!r}, "
+                                  f"{where(i)}): expected an InputArray holding a torch.Tensor, got {got}")
+            makers.add(plugin)
             if array.target is None and targets is not None:
                 array = replace(array, target=targets[i])
             arrays.append(array)
+        maker = plugin_label(self.pm, sorted(makers)[0]) if makers else f"modality {modality!r}"
         grids = {a.position for a in arrays}
         if len(grids) > 1:
-            raise PluginError(f"modality {modality!r}: expected every sample to declare the same position grid "
-                              f"(InputArray.position), got {len(grids)} different ones, e.g. "
+            raise PluginError(f"{maker}: modality {modality!r}: expected every sample to declare the same position "
+                              f"grid (InputArray.position), got {len(grids)} different ones, e.g. "
                               f"{sorted(map(str, grids))[:2]}; give the samples one shape (e.g. options image_shape)")
-        collator = self.pm.hook.gperc_collator(modality=modality, options=options, sentinels=False,
-                                               tokenizer=tokenizer)
+        collator, _ = self.pm.call_firstresult("gperc_collator", where(), modality=modality, options=options,
+                                               sentinels=False, tokenizer=tokenizer)
         if collator is None:
             from gperc_core.data.collate import Collator
 
             collator = Collator()
-        return {**collator(arrays), "position": next(iter(grids))}
+        try:
+            batch = collator(arrays)
+        except Exception as exc:  # noqa: BLE001 - a plugin's collator, or the core's on a plugin's arrays
+            raise plugin_failure(f"{maker}: its {modality} arrays ({where()}) could not be collated by "
+                                 f"{type(collator).__name__}: {type(exc).__name__}: {exc}", exc) from exc
+        return {**batch, "position": next(iter(grids))}
+
+    def _no_answer(self, modality: str, hook: str, what: str) -> str:
+        """Why no plugin answered ``hook`` for ``modality``: its own plugin is installed but returned
+        ``None``, its plugin is installed but broken, or it is not installed (the pip line)."""
+        spec = self.pm.modalities.get(modality)
+        if spec is not None:
+            return (f"{plugin_label(self.pm, spec.plugin)} is installed and registers modality {modality!r}, but "
+                    f"its {hook} returned None for it; a plugin's hooks must answer for its own modalities "
+                    f"(compare the 'modality' argument with {modality!r})")
+        broken = modality_unavailable(self.pm, modality)
+        return broken or (f"modality {modality!r}: no installed plugin {what} ({hook} returned None); "
+                          f"{install_hint(modality)}")
 
     def collated(self, split: str) -> dict[str, dict[str, Any]]:
         """Return modality -> collated batch dict of the whole split (paired and subsampled), cached."""
@@ -251,16 +313,18 @@ class TaskDatasets:
             unique, inverse = torch.unique(index[dataset], return_inverse=True)
             samples = [raws[dataset][int(i)] for i in unique]
             for modality in modalities:
-                collated = self.convert(modality, [s[modality] for s in samples], [s["target"] for s in samples])
+                collated = self.convert(modality, [s[modality] for s in samples], [s["target"] for s in samples],
+                                        split=split, indices=[int(i) for i in unique])
                 out[modality] = {k: (v[inverse] if isinstance(v, torch.Tensor) else v) for k, v in collated.items()}
         self._collated[split] = out
         return out
 
     def to_task_data(self, collated: Mapping[str, Mapping[str, Any]], config: PerceiverConfig,
-                     query: torch.Tensor | None) -> TaskData:
+                     query: torch.Tensor | None, where: str = "input") -> TaskData:
         """Return the collated arrays as `TaskData` for a model of ``config``: fused modalities padded
         to their ``input_len``, dense targets padded to ``output_len``, and the position features the
-        model does not compute (see the module docstring)."""
+        model does not compute (see the module docstring). A single-modality sample longer than the
+        model's ``input_len`` is an `InputError` naming ``model.input_len`` (``where``: the split)."""
         spec = config.get("fusion") or {}
         fused = self.card.multimodal
         inputs, masks, positions = {}, {}, {}
@@ -270,7 +334,9 @@ class TaskDatasets:
             feats = None
             if grid is not None and not model_adds_positions(config, grid, modality):
                 feats = fourier_features(grid.shape, grid.num_bands, grid.max_resolution)
-            if fused:
+            if not fused:
+                x, mask = check_input_len(x, mask, config, modality, where)
+            else:
                 length = int(spec[modality]["input_len"])
                 if mask is None and x.shape[1] < length:
                     mask = torch.ones(x.shape[:2], dtype=torch.bool)
@@ -289,4 +355,5 @@ class TaskDatasets:
                         trimmable=not dense and config.decoder_reduction != "eot", positions=positions)
 
 
-__all__ = ["TaskData", "TaskDatasets", "pair_by_target", "pad_axis1", "model_adds_positions"]
+__all__ = ["TaskData", "TaskDatasets", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
+           "check_input_len"]

@@ -1,6 +1,7 @@
 """`PerceiverConfig` inference from a task's data, and the fixed decoder query array of its plugins.
 
-`infer_config` reads the collated train and eval splits: ``input_len`` / ``input_dim`` /
+`infer_config` reads the collated training split only (the evaluation split never shapes the
+model; a longer evaluation sample is an error naming ``model.input_len``): ``input_len`` / ``input_dim`` /
 ``input_type`` / ``input_num_tokens`` per modality, ``output_len`` / ``output_dim`` from per-sample
 queries, ``n_classes`` from the targets and the datasets, and, for a modality whose arrays declare a
 `PositionGrid`, ``input_pos_enc="fourier"`` with ``input_pos_shape`` / ``fourier_num_bands`` /
@@ -26,12 +27,13 @@ def query_array(card: TaskCard, pm: Any, options: Mapping[str, Mapping[str, Any]
     """Return the fixed ``[o, output_dim]`` decoder query array the first modality's plugin gives
     (``gperc_output_array``), or ``None`` (the model's learned queries)."""
     for modality in card.modalities:
-        query = pm.hook.gperc_output_array(modality=modality, options=options[modality],
-                                           output_dim=int(config.output_dim))
+        query, plugin = pm.call_firstresult("gperc_output_array", f"task {card.name!r}", modality=modality,
+                                            options=options[modality], output_dim=int(config.output_dim))
         if query is not None:
             if not isinstance(query, torch.Tensor) or query.dim() != 2 or query.shape[1] != config.output_dim:
-                raise PluginError(f"modality {modality!r}: gperc_output_array must return a float tensor "
-                                  f"[o, {config.output_dim}], got {getattr(query, 'shape', type(query))}")
+                got = f"shape {tuple(query.shape)}" if isinstance(query, torch.Tensor) else type(query).__name__
+                raise PluginError(f"{pm.label(plugin)}: gperc_output_array (modality {modality!r}): expected a "
+                                  f"float tensor [o, {config.output_dim}], got {got}")
             return query.float()
     return None
 
@@ -44,7 +46,7 @@ def infer_config(data: TaskDatasets, model: Mapping[str, Any], fusion: Mapping[s
     override sections (the card's ``[model]`` / ``[fusion]`` are read from ``data.card``).
     """
     card = data.card
-    splits = [data.collated(card.train_split), data.collated(card.eval_split)]
+    splits = [data.collated(card.train_split)]  # the training split only: evaluation data never shapes the model
     explicit = {**card.model, **model}
     inferred: dict[str, Any] = {}
     per_modality = {m: _infer_modality(data, m, [s[m] for s in splits], explicit) for m in card.modalities}

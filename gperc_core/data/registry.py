@@ -13,7 +13,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from gperc_core.data.cards import TaskCard, load_schema, read_toml, registry_dir, validate_card
 from gperc_core.errors import TaskError
@@ -24,16 +24,47 @@ def card_files(directory: Path | None = None) -> list[Path]:
     return sorted((directory or registry_dir()).glob("*/*.toml"))
 
 
+def card_validator(directory: str | Path | None = None) -> Callable[[Mapping[str, Any], str], TaskCard]:
+    """Return ``validate(card, plugin)``: the check a plugin's task card must pass (the schema, and a
+    name that is not one of the core's cards), raising `TaskError` naming the plugin and the key.
+
+    The plugin manager runs it while collecting each plugin (`PluginManager.use_card_validator`), so
+    a plugin with a bad card is dropped whole instead of breaking every task.
+    """
+    root = Path(directory) if directory is not None else registry_dir()
+    schema = load_schema(root)
+    core = {f"{path.parent.name}/{path.stem}" for path in card_files(root)}
+
+    def validate(card: Mapping[str, Any], plugin: str) -> TaskCard:
+        checked = validate_card(card, f"task card {card.get('name')!r} of plugin {plugin!r}"
+                                if isinstance(card, Mapping) else f"a task card of plugin {plugin!r}", schema)
+        if checked.name in core:
+            raise TaskError(f"task card {checked.name!r} of plugin {plugin!r}: name: the core's registry already "
+                            f"defines {checked.name!r}; expected a new name")
+        return checked
+
+    return validate
+
+
+def check_plugin_cards(pm: Any) -> Any:
+    """Install the core's card check on plugin manager ``pm`` (see `card_validator`); returns ``pm``."""
+    if pm is not None and hasattr(pm, "use_card_validator"):
+        pm.use_card_validator(card_validator())
+    return pm
+
+
 def load_registry(pm: Any = None, directory: str | Path | None = None,
                   extra_cards: Iterable[Mapping[str, Any]] = ()) -> dict[str, TaskCard]:
     """Return every task card by name: the core's cards, the cards registered by the plugins of ``pm``
     (a `PluginManager`; ``None`` = only the core's cards) and ``extra_cards``.
 
-    A name defined twice is a `TaskError` naming both sources.
+    A plugin whose card fails validation is dropped by ``pm`` with its modalities and datasets (see
+    `card_validator`); a name defined twice otherwise is a `TaskError` naming both sources.
     """
     root = Path(directory) if directory is not None else registry_dir()
     schema = load_schema(root)
     cards: dict[str, TaskCard] = {}
+    check_plugin_cards(pm)
 
     def add(card: TaskCard) -> None:
         if card.name in cards:
@@ -106,11 +137,11 @@ def known_tasks() -> dict[str, PluginEntry]:
 
 def plugin_manager(pm: Any = None) -> Any:
     """Return ``pm``, or the environment's default plugin manager when it is ``None``."""
-    if pm is not None:
-        return pm
-    from gperc_core.plugins.manager import default_plugin_manager
+    if pm is None:
+        from gperc_core.plugins.manager import default_plugin_manager
 
-    return default_plugin_manager()
+        pm = default_plugin_manager()
+    return check_plugin_cards(pm)
 
 
 def list_tasks(pattern: str = "*", pm: Any = None, with_plugins: bool = True) -> list[str]:
@@ -125,10 +156,14 @@ def find_card(name: str, pm: Any = None) -> TaskCard:
     line when a known plugin that is not installed ships it, else with the closest names."""
     if not isinstance(name, str) or not name:
         raise TaskError(f"task: expected a task name like 'image/digits', got {name!r}")
+    pm = plugin_manager(pm)
     cards = load_registry(pm)
     if name in cards:
         return cards[name]
     entry = known_tasks().get(name)
+    broken = unavailable(pm, "tasks", name, entry.name if entry is not None else None)
+    if broken:
+        raise TaskError(f"task {name!r}: unavailable: {broken}")
     if entry is not None:
         raise TaskError(f"task {name!r} comes from the {entry.name!r} plugin, which is not installed: "
                         f"{entry.install_hint}")
@@ -138,9 +173,38 @@ def find_card(name: str, pm: Any = None) -> TaskCard:
     raise TaskError(f"task {name!r}: unknown task ({hint}); 'gperc tasks' lists them")
 
 
+def unavailable(pm: Any, kind: str, name: str, plugin: str | None = None) -> str | None:
+    """Return why ``name`` (of ``kind`` "modalities" / "datasets" / "tasks") is missing because the
+    plugin that supplies it is installed but broken (``plugin``: the index's plugin for it, if known),
+    or ``None`` (``pm`` has no such plugin, or is not a `PluginManager`)."""
+    ask = getattr(pm, "unavailable", None)
+    return ask(kind, name, plugin) if ask is not None else None
+
+
+def modality_unavailable(pm: Any, modality: str) -> str | None:
+    """Return why ``modality`` is missing because its (installed) plugin is broken, else ``None``."""
+    entry = plugin_for_modality(modality)
+    return unavailable(pm, "modalities", modality, entry.name if entry is not None else None)
+
+
+def withheld_tasks(pm: Any) -> dict[str, str]:
+    """Return task name -> why it is unavailable, for the tasks that broken plugins of ``pm`` would
+    have registered (see `PluginManager.unavailable`)."""
+    out: dict[str, str] = {}
+    for info in getattr(pm, "broken_plugins", lambda: [])():
+        for task in info.withheld.get("tasks", []):
+            out[task] = unavailable(pm, "tasks", task) or ""
+    return out
+
+
 def require_modalities(card: TaskCard, pm: Any) -> None:
-    """Raise `TaskError` with the install line when a modality of ``card`` is not installed in ``pm``."""
+    """Raise `TaskError` when a modality of ``card`` is not in ``pm``: naming its broken plugin (see
+    `unavailable`) when it is installed but broken, else with the install line."""
     missing = [m for m in card.modalities if m not in pm.modalities]
+    for modality in missing:
+        broken = modality_unavailable(pm, modality)
+        if broken:
+            raise TaskError(f"task {card.name!r} is unavailable: {broken}")
     if missing:
         raise TaskError(f"task {card.name!r} needs modality {missing[0]!r}, which is not installed: "
                         f"{install_hints(missing)}")
@@ -148,4 +212,5 @@ def require_modalities(card: TaskCard, pm: Any) -> None:
 
 __all__ = ["TaskCard", "validate_card", "load_registry", "load_schema", "registry_dir", "card_files",
            "PluginEntry", "load_index", "plugin_for_modality", "install_hint", "install_hints", "known_tasks",
-           "list_tasks", "find_card", "require_modalities", "plugin_manager"]
+           "list_tasks", "find_card", "require_modalities", "plugin_manager", "card_validator", "check_plugin_cards",
+           "unavailable", "modality_unavailable", "withheld_tasks"]

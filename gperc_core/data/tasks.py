@@ -33,7 +33,7 @@ from gperc_core.data.inference import infer_config, query_array
 from gperc_core.data.options import resolve_options
 from gperc_core.data.records import read_run, task_record, write_record
 from gperc_core.data.registry import (plugin_manager, find_card, install_hints, known_tasks, list_tasks, load_registry,
-                                      require_modalities)
+                                      modality_unavailable, require_modalities, unavailable, withheld_tasks)
 from gperc_core.errors import InputError, PluginError
 
 
@@ -81,11 +81,12 @@ class Task:
         """Return split ``name`` as tensors (built on first use, then cached)."""
         if name not in self._splits:
             config = self.infer_config() if self.config is None else self.config
-            self._splits[name] = self.data.to_task_data(self.data.collated(name), config, self.query)
+            self._splits[name] = self.data.to_task_data(self.data.collated(name), config, self.query,
+                                                        where=f"split {name!r}")
         return self._splits[name]
 
     def infer_config(self) -> PerceiverConfig:
-        """Build the `PerceiverConfig` from the train and eval data, the card's [model] and the overrides."""
+        """Build the `PerceiverConfig` from the training split, the card's [model] and the overrides."""
         self.config, self.query = infer_config(self.data, self.overrides["model"], self.overrides["fusion"])
         self._splits.clear()
         return self.config
@@ -162,20 +163,28 @@ def create_task(name: str, pm: Any = None, card: TaskCard | None = None, **overr
 def describe_tasks(pattern: str = "*", pm: Any = None) -> list[dict[str, Any]]:
     """Return one dict per task matching ``pattern`` (for ``gperc tasks``): the installed cards, with
     whether their modalities are installed, and the known tasks of the index whose plugin is not
-    installed (``installed`` False, ``install`` the ``pip install`` line)."""
+    installed (``installed`` False, ``install`` the ``pip install`` line). A task whose plugin is
+    installed but broken has ``installed`` False, ``install`` None and ``unavailable`` saying why
+    (``None`` for every other task)."""
     pm = plugin_manager(pm)
     cards = load_registry(pm)
     installed = set(pm.modalities)
     rows: dict[str, dict[str, Any]] = {}
     for name, card in cards.items():
         missing = [m for m in card.modalities if m not in installed]
+        broken = next(filter(None, (modality_unavailable(pm, m) for m in missing)), None)
         rows[name] = {**card.to_dict(), "source": card.source, "plugin": card.plugin, "installed": not missing,
-                      "install": install_hints(missing) or None}
+                      "install": None if broken else install_hints(missing) or None, "unavailable": broken}
+    for name, reason in withheld_tasks(pm).items():
+        rows.setdefault(name, {"name": name, "description": "", "modalities": [], "source": "plugin", "plugin": None,
+                               "installed": False, "install": None, "unavailable": reason})
     for name, entry in known_tasks().items():
         if name not in rows:
+            broken = unavailable(pm, "tasks", name, entry.name)
             rows[name] = {"name": name, "description": f"(ships with the {entry.name!r} plugin)",
                           "modalities": list(entry.modalities), "source": "registry/index.toml",
-                          "plugin": entry.name, "installed": False, "install": entry.install_hint}
+                          "plugin": entry.name, "installed": False, "install": None if broken else entry.install_hint,
+                          "unavailable": broken}
     return [rows[name] for name in sorted(rows) if fnmatch.fnmatchcase(name, pattern)]
 
 
