@@ -52,6 +52,10 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
         with strategy.guard() if strategy is not None else contextlib.nullcontext():
             run_dir = Path(out(strategy))
             task = make_task()
+            if task.training.init and not resuming:
+                from gperc_core.api.convert import initialise
+
+                initialise(task, task.training.init)
             if strategy is None:
                 strategy = make_strategy(parallel, device=task.training.device)
             trainer = Trainer(task, run_dir, strategy=strategy)
