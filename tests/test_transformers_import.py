@@ -219,3 +219,61 @@ def test_changed_layer_norm_eps_is_refused():
     hf.perceiver.encoder.self_attends[1].layernorm.eps = 1e-12
     with pytest.raises(ConfigError, match=r"encoder\.self_attends\.1\.layernorm: expected .*eps"):
         from_transformers(hf)
+
+
+# --------------------------------------------------------------------------- CLI and fine-tuning
+def _letters_model(tmp_path):
+    """A transformers sequence classifier shaped for the fake ``seq/letters`` task, saved with save_pretrained."""
+    hf = randomise(transformers.PerceiverForSequenceClassification(small_config(
+        vocab_size=4, max_position_embeddings=9, num_labels=3, d_model=16, d_latents=16, num_latents=4)))
+    folder = tmp_path / "hf"
+    hf.save_pretrained(folder, safe_serialization=True)
+    return hf, folder
+
+
+def test_gperc_convert_cli_writes_a_loadable_model(tmp_path, capsys):
+    from gperc_core.cli import main
+    from gperc_core.model.perceiver import Perceiver
+
+    hf, folder = _letters_model(tmp_path)
+    out = tmp_path / "gperc"
+    assert main(["convert", str(folder), str(out)]) == 0
+    assert "model folder:" in capsys.readouterr().out
+    model = Perceiver.from_pretrained(out).eval()
+    ids = torch.randint(0, 4, (2, 9))
+    with torch.no_grad():
+        assert_same(hf(inputs=ids).logits, model(ids))
+    assert main(["convert", str(folder), str(out)]) == 2  # an existing model is not overwritten
+    assert "expected a new folder" in capsys.readouterr().err
+    assert main(["convert", str(folder), str(out), "--force"]) == 0
+
+
+def test_train_init_from_converted_model(tmp_path, monkeypatch, capsys):
+    import gperc_core.plugins.manager as plugins
+    from gperc_core.api.training import train
+    from gperc_core.cli import main
+    from gperc_core.data.tasks import create_task
+    from gperc_core.io.checkpoint import load_tensors, read_config
+    from taskfakes import fake_pm
+
+    monkeypatch.setattr(plugins, "_default", fake_pm())
+    _, folder = _letters_model(tmp_path)
+    out = tmp_path / "gperc"
+    assert main(["convert", str(folder), str(out)]) == 0
+    quick = ["--quiet", "--no-bf16", "--max-steps", "1", "--set", "training.max_train_samples=8",
+             "--set", "training.max_eval_samples=8"]
+    assert main(["train", "seq/letters", "--init", str(out), "--out", str(tmp_path / "bad"), *quick]) == 2
+    err = capsys.readouterr().err
+    assert "training.init" in err and "latent_len" not in err and "decoder_reduction (task 'mean', init 'first')" in err
+
+    task_config = create_task("seq/letters", pm=fake_pm()).infer_config().to_dict()
+    init_config = read_config(out).to_dict()
+    overrides = {f"model.{k}": v for k, v in init_config.items() if task_config[k] != v and k not in ("seed", "dropout")}
+    overrides.update({"training.lr": 1e-12, "training.max_steps": 1, "training.max_train_samples": 8,
+                      "training.max_eval_samples": 8, "training.bf16": False, "training.progress": False,
+                      "training.weight_decay": 0.0, "training.init": str(out)})
+    result = train("seq/letters", tmp_path / "run", overrides=overrides, pm=fake_pm())
+    start, tuned = load_tensors(out / "model.safetensors"), load_tensors(result["model"])
+    assert start.keys() == tuned.keys()
+    for key in start:  # one step at lr 1e-12: the run began from the converted weights
+        assert torch.allclose(start[key], tuned[key], atol=1e-6), key
