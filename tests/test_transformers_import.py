@@ -277,3 +277,20 @@ def test_train_init_from_converted_model(tmp_path, monkeypatch, capsys):
     assert start.keys() == tuned.keys()
     for key in start:  # one step at lr 1e-12: the run began from the converted weights
         assert torch.allclose(start[key], tuned[key], atol=1e-6), key
+
+
+def test_new_fields_default_to_gperc_model():
+    """A config.json without the interop fields builds the same modules and weights as before them."""
+    from gperc_core.config.perceiver import PerceiverConfig
+    from gperc_core.model.perceiver import Perceiver
+
+    new = {"cross_qk_channels", "cross_v_channels", "self_qk_channels", "self_v_channels", "decoder_qk_channels",
+           "decoder_v_channels", "encoder_residual", "processor_blocks", "input_projection", "input_pos_dim",
+           "fourier_concat_pos", "fourier_sine_only", "encoder_only", "tie_output_embedding"}
+    old = {k: v for k, v in PerceiverConfig().to_dict().items() if k not in new}
+    model = Perceiver(PerceiverConfig.from_dict(old))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["encoder.block.attention.key.weight"] == (16, 8)
+    assert shapes["decoder.block.attention.out.weight"] == (10, 10)
+    assert not any("output_bias" in k or "input_projection" in k for k in shapes)
+    assert model.encoder.block.add_residual and len(model.processors) == 2
