@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "build_position_encoding": "gperc_core.models", "get_distributed_model": "gperc_core.models",
     "fourier_features": "gperc_core.model.position",
     "ModalityFusion": "gperc_core.model.fusion",
+    # interop
+    "from_transformers": "gperc_core.interop.transformers", "image_to_gperc": "gperc_core.interop.transformers",
     "MASK_SENTINEL": "gperc_core.model.sentinels", "OUTPUT_SENTINEL": "gperc_core.model.sentinels",
     "mask_sentinel": "gperc_core.model.sentinels", "output_sentinel": "gperc_core.model.sentinels",
     "is_mask_sentinel": "gperc_core.model.sentinels", "is_output_sentinel": "gperc_core.model.sentinels",

@@ -58,6 +58,10 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             stack.enter_context(lock)  # released after the strategy closes, even on failure
             verify(run_dir)
             task = make_task()
+            if task.training.init and not resuming:
+                from gperc_core.api.convert import initialise
+
+                initialise(task, task.training.init)
             if strategy is None:
                 strategy = make_strategy(parallel, device=task.training.device)
             trainer = Trainer(task, run_dir, strategy=strategy)

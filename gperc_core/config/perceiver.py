@@ -71,7 +71,40 @@ _DEFAULTS: dict[str, Any] = {
     # input_type, input_num_tokens}, and the probability that training hides a modality of a sample
     "fusion": None,
     "modality_dropout": 0.0,
+    # what a `transformers` Perceiver needs (gperc_core.interop.transformers); the defaults are gperc's model
+    "cross_qk_channels": None,
+    "cross_v_channels": None,
+    "self_qk_channels": None,
+    "self_v_channels": None,
+    "decoder_qk_channels": None,
+    "decoder_v_channels": None,
+    "encoder_residual": True,
+    "processor_blocks": None,
+    "input_projection": None,
+    "input_pos_dim": None,
+    "fourier_concat_pos": True,
+    "fourier_sine_only": False,
+    "encoder_only": False,
+    "tie_output_embedding": False,
 }
+
+FIELD_DOCS: dict[str, str] = {
+    "cross_qk_channels": "query/key width of the encoder cross-attention (None: latent_dim)",
+    "cross_v_channels": "value width of the encoder cross-attention (None: its query/key width)",
+    "self_qk_channels": "query/key width of the processor self-attention (None: latent_dim)",
+    "self_v_channels": "value width of the processor self-attention (None: its query/key width)",
+    "decoder_qk_channels": "query/key width of the decoder cross-attention (None: output_dim)",
+    "decoder_v_channels": "value width of the decoder cross-attention (None: its query/key width)",
+    "encoder_residual": "add the latents to the encoder cross-attention output (the query residual)",
+    "processor_blocks": "distinct processor blocks that the num_layers layers cycle through (None: one per layer)",
+    "input_projection": "width of a linear layer applied to each input element before its position encoding",
+    "input_pos_dim": "width of a trainable input position table concatenated to the input (None: added)",
+    "fourier_concat_pos": "Fourier features start with the positions themselves",
+    "fourier_sine_only": "Fourier features use sines only (no cosines)",
+    "encoder_only": "no decoder: the model returns the latents [b, latent_len, latent_dim]",
+    "tie_output_embedding": "the decoder projection is the input token embedding (transposed) plus a bias",
+}
+"""What each field added for imported models means (gperc's own fields are documented in the docs)."""
 
 LEGACY_KEYS = frozenset({
     # ImageConfig, TextConfig, BinaryConfig and AudioConfig of gperc-core 0.1 stored these in config.json
@@ -247,6 +280,48 @@ class PerceiverConfig:
         return int(self.decoder_heads or self.n_cross_heads)
 
     @property
+    def cross_qk(self) -> int:
+        """Query/key width of the encoder cross-attention."""
+        return int(self.cross_qk_channels or self.latent_dim)
+
+    @property
+    def cross_v(self) -> int:
+        """Value width of the encoder cross-attention."""
+        return int(self.cross_v_channels or self.cross_qk)
+
+    @property
+    def self_qk(self) -> int:
+        """Query/key width of the processor self-attention."""
+        return int(self.self_qk_channels or self.latent_dim)
+
+    @property
+    def self_v(self) -> int:
+        """Value width of the processor self-attention."""
+        return int(self.self_v_channels or self.self_qk)
+
+    @property
+    def decoder_qk(self) -> int:
+        """Query/key width of the decoder cross-attention."""
+        return int(self.decoder_qk_channels or self.output_dim)
+
+    @property
+    def decoder_v(self) -> int:
+        """Value width of the decoder cross-attention."""
+        return int(self.decoder_v_channels or self.decoder_qk)
+
+    @property
+    def n_processor_blocks(self) -> int:
+        """Distinct processor blocks: 1 with ``share_weights``, ``processor_blocks`` when set, else ``num_layers``."""
+        if self.share_weights:
+            return 1
+        return int(self.processor_blocks) if self.processor_blocks else int(self.num_layers)
+
+    @property
+    def input_feature_dim(self) -> int:
+        """Width of each input element after the token embedding or the input projection."""
+        return int(self.input_projection or self.input_dim)
+
+    @property
     def encoder_ffw(self) -> int:
         """Hidden width of the encoder MLP."""
         return round(self.latent_dim * self.cross_widening) if self.cross_widening else int(self.ffw_latent)
@@ -269,13 +344,19 @@ class PerceiverConfig:
     @property
     def fourier_channels(self) -> int:
         """Channels the Fourier position features add to each input element."""
-        return len(self.input_shape) * (2 * int(self.fourier_num_bands) + 1)
+        per_axis = int(self.fourier_num_bands) * (1 if self.fourier_sine_only else 2)
+        return len(self.input_shape) * (per_axis + (1 if self.fourier_concat_pos else 0))
 
     @property
     def input_embed_dim(self) -> int:
-        """Channel width the encoder reads: ``input_dim`` plus Fourier features when they are concatenated."""
-        extra = self.fourier_channels if self.input_pos_enc == "fourier" else 0
-        return int(self.input_dim) + extra
+        """Channel width the encoder reads: the input features plus Fourier features or a trainable position
+        table when they are concatenated."""
+        extra = 0
+        if self.input_pos_enc == "fourier":
+            extra = self.fourier_channels
+        elif self.input_pos_enc == "trainable" and self.input_pos_dim:
+            extra = int(self.input_pos_dim)
+        return self.input_feature_dim + extra
 
     @property
     def num_classes(self) -> int:
@@ -296,15 +377,17 @@ class PerceiverConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
                 raise ConfigError(f"{name}: expected a positive number or None, got {value!r}")
-        if self.latent_dim % self.n_cross_heads:
+        self._validate_interop()
+        if self.cross_qk_channels is None and self.cross_v_channels is None and self.latent_dim % self.n_cross_heads:
             raise ConfigError(
                 f"latent_dim: expected a multiple of the cross-attention heads ({self.n_cross_heads}), "
                 f"got {self.latent_dim}")
-        if self.latent_dim % self.n_self_heads:
+        if self.self_qk_channels is None and self.self_v_channels is None and self.latent_dim % self.n_self_heads:
             raise ConfigError(
                 f"latent_dim: expected a multiple of the self-attention heads ({self.n_self_heads}), "
                 f"got {self.latent_dim}")
-        if self.output_dim % self.n_decoder_heads:
+        if (self.decoder_qk_channels is None and self.decoder_v_channels is None
+                and self.output_dim % self.n_decoder_heads):
             raise ConfigError(
                 f"output_dim: expected a multiple of the decoder heads ({self.n_decoder_heads}; set "
                 f"decoder_heads to change them), got {self.output_dim}")
@@ -340,11 +423,51 @@ class PerceiverConfig:
             raise ConfigError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
         if not isinstance(self.pos_init_std, (int, float)) or self.pos_init_std < 0:
             raise ConfigError(f"pos_init_std: expected a number >= 0, got {self.pos_init_std!r}")
-        for name in ("decoder_residual", "decoder_projection", "share_weights"):
+        for name in ("decoder_residual", "decoder_projection", "share_weights", "encoder_residual",
+                     "fourier_concat_pos", "fourier_sine_only", "encoder_only", "tie_output_embedding"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         self._validate_fusion()
         return self
+
+    def _validate_interop(self) -> None:
+        """Check the fields added for imported models (attention widths, input projection, processor cycle)."""
+        for name in ("cross_qk_channels", "cross_v_channels", "self_qk_channels", "self_v_channels",
+                     "decoder_qk_channels", "decoder_v_channels", "processor_blocks", "input_projection",
+                     "input_pos_dim"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        widths = (("cross", self.n_cross_heads, "cross_heads"), ("self", self.n_self_heads, "self_heads"),
+                  ("decoder", self.n_decoder_heads, "decoder_heads"))
+        for kind, heads, heads_field in widths:
+            if getattr(self, f"{kind}_qk_channels") is None and getattr(self, f"{kind}_v_channels") is None:
+                continue
+            for part in ("qk", "v"):
+                width = getattr(self, f"{kind}_{part}")
+                if width % heads:
+                    raise ConfigError(f"{kind}_{part}_channels: expected a multiple of the {kind} heads ({heads}, "
+                                      f"{heads_field}), got {width}")
+        if self.processor_blocks is not None:
+            if self.share_weights:
+                raise ConfigError("processor_blocks: expected None with share_weights=True (one shared block), "
+                                  f"got {self.processor_blocks}")
+            if self.num_layers % self.processor_blocks:
+                raise ConfigError(f"processor_blocks: expected a divisor of num_layers={self.num_layers}, "
+                                  f"got {self.processor_blocks}")
+        if self.input_projection is not None and self.input_type == "tokens":
+            raise ConfigError("input_projection: expected None with input_type='tokens' (the token embedding "
+                              f"sets the width), got {self.input_projection}")
+        if self.input_pos_dim is not None and self.input_pos_enc != "trainable":
+            raise ConfigError(f"input_pos_dim: expected None unless input_pos_enc='trainable', got "
+                              f"{self.input_pos_dim} with input_pos_enc={self.input_pos_enc!r}")
+        if self.tie_output_embedding:
+            if self.input_type != "tokens" or self.encoder_only or not self.decoder_projection:
+                raise ConfigError("tie_output_embedding: expected False unless input_type='tokens' with a decoder "
+                                  "projection (the projection reuses the token embedding), got True")
+            if self.output_dim != self.input_dim or self.num_classes != self.input_num_tokens:
+                raise ConfigError(f"tie_output_embedding: expected output_dim == input_dim ({self.input_dim}) and "
+                                  f"n_classes == input_num_tokens ({self.input_num_tokens}), got output_dim="
+                                  f"{self.output_dim}, n_classes={self.num_classes}")
 
     def _validate_fusion(self) -> None:
         """Check the types of ``fusion`` and ``modality_dropout`` (`gperc_core.model.fusion.fusion_spec`

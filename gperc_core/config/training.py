@@ -18,7 +18,8 @@ class TrainingConfig:
     stops early, so a stopped run resumes on the same schedule). ``bf16=None`` turns bf16 autocast on
     where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
     ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
-    every epoch and the end). ``log_every`` is the step interval of training-loss lines.
+    every epoch and the end). ``log_every`` is the step interval of training-loss lines. ``init`` is a gperc
+    model folder (e.g. written by ``gperc convert``) whose weights a new run starts from.
     """
 
     epochs: int = 10
@@ -41,6 +42,7 @@ class TrainingConfig:
     keep_checkpoints: int = 1
     log_every: int = 10
     progress: bool = True
+    init: str | None = None
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:

@@ -77,42 +77,50 @@ class MultiHeadAttention(nn.Module):
     matrix is only built when ``need_weights=True``.
     """
 
-    def __init__(self, q_dim: int, kv_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, q_dim: int, kv_dim: int, num_heads: int, dropout: float = 0.0,
+                 qk_dim: int | None = None, v_dim: int | None = None) -> None:
         super().__init__()
-        if q_dim % num_heads:
-            raise ValueError(f"q_dim: expected a multiple of num_heads={num_heads}, got {q_dim}")
+        qk_dim = q_dim if qk_dim is None else qk_dim
+        v_dim = qk_dim if v_dim is None else v_dim
+        for name, width in (("q_dim" if qk_dim == q_dim else "qk_dim", qk_dim), ("v_dim", v_dim)):
+            if width % num_heads:
+                raise ValueError(f"{name}: expected a multiple of num_heads={num_heads}, got {width}")
         self.q_dim, self.kv_dim, self.num_heads = q_dim, kv_dim, num_heads
-        self.head_dim = q_dim // num_heads
+        self.qk_dim, self.v_dim = qk_dim, v_dim
+        self.head_dim = qk_dim // num_heads
+        self.v_head_dim = v_dim // num_heads
         self.dropout = float(dropout)
-        self.query = nn.Linear(q_dim, q_dim)
-        self.key = nn.Linear(kv_dim, q_dim, bias=False)
-        self.value = nn.Linear(kv_dim, q_dim)
-        self.out = nn.Linear(q_dim, q_dim)
+        self.query = nn.Linear(q_dim, qk_dim)
+        self.key = nn.Linear(kv_dim, qk_dim, bias=False)
+        self.value = nn.Linear(kv_dim, v_dim)
+        self.out = nn.Linear(v_dim, q_dim)
 
     def _use_input_space(self, n: int, m: int) -> bool:
         """True when attending in the key/value input space costs fewer FLOPs than projecting K and V."""
-        projected = m * self.kv_dim * 2 * self.q_dim + 2 * m * n * self.q_dim
-        input_space = 2 * m * n * self.kv_dim * self.num_heads + n * self.q_dim * self.kv_dim * 2
+        widths = self.qk_dim + self.v_dim
+        projected = m * self.kv_dim * widths + m * n * widths
+        input_space = 2 * m * n * self.kv_dim * self.num_heads + n * widths * self.kv_dim
         return input_space < projected
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, _ = q.shape
         m = kv.shape[1]
-        h, hd = self.num_heads, self.head_dim
+        h, hd, vd = self.num_heads, self.head_dim, self.v_head_dim
         mask = key_padding_to_sdpa(attn_mask)
         p = self.dropout if self.training else 0.0
         if q is kv and not need_weights:
             # self-attention: one GEMM for Q, K and V (the key's bias is zero by construction)
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
-            qkv = F.linear(q, weight, bias).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
-            out = attend(qkv[0], qkv[1], qkv[2], mask, p)
-            return self.out(out.transpose(1, 2).reshape(b, n, self.q_dim)), None
+            query, key, value = F.linear(q, weight, bias).split([self.qk_dim, self.qk_dim, self.v_dim], dim=-1)
+            out = attend(query.view(b, n, h, hd).transpose(1, 2), key.view(b, n, h, hd).transpose(1, 2),
+                         value.view(b, n, h, vd).transpose(1, 2), mask, p)
+            return self.out(out.transpose(1, 2).reshape(b, n, self.v_dim)), None
         query = self.query(q).view(b, n, h, hd).transpose(1, 2)  # [b, h, n, hd]
         if need_weights:
             key = self.key(kv).view(b, m, h, hd).transpose(1, 2)
-            value = self.value(kv).view(b, m, h, hd).transpose(1, 2)
+            value = self.value(kv).view(b, m, h, vd).transpose(1, 2)
             scores = (query @ key.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
@@ -132,16 +140,18 @@ class MultiHeadAttention(nn.Module):
                 kv_in = kv_in.expand(b, groups, m, c)
             mixed = attend(q_in, kv_in, kv_in, mask, p, scale=1.0 / math.sqrt(hd))
             mixed = mixed.view(b, h, n, c)
-            w_v = self.value.weight.view(h, hd, c)
+            w_v = self.value.weight.view(h, vd, c)
             out = torch.einsum("bhnc,hdc->bhnd", mixed, w_v.to(mixed.dtype))
-            out = out + self.value.bias.view(1, h, 1, hd).to(out.dtype)
+            out = out + self.value.bias.view(1, h, 1, vd).to(out.dtype)
         else:
             attention = None
             weight = torch.cat([self.key.weight, self.value.weight])
-            bias = torch.cat([torch.zeros_like(self.value.bias), self.value.bias])
-            kv_proj = F.linear(kv, weight, bias).view(b, m, 2, h, hd).permute(2, 0, 3, 1, 4)
-            out = attend(query, kv_proj[0], kv_proj[1], mask, p)
-        out = out.transpose(1, 2).reshape(b, n, self.q_dim)
+            bias = torch.cat([torch.zeros(self.qk_dim, dtype=self.value.bias.dtype, device=self.value.bias.device),
+                              self.value.bias])
+            key, value = F.linear(kv, weight, bias).split([self.qk_dim, self.v_dim], dim=-1)
+            out = attend(query, key.view(b, m, h, hd).transpose(1, 2), value.view(b, m, h, vd).transpose(1, 2),
+                         mask, p)
+        out = out.transpose(1, 2).reshape(b, n, self.v_dim)
         return self.out(out), attention
 
 
@@ -163,18 +173,21 @@ class Block(nn.Module):
 
     ``add_residual`` adds ``q`` to the attention output (needs ``q`` of width ``q_dim``). With
     ``self_attention=True`` the block reads one array (``kv`` is ignored and ``q`` attends to itself)
-    and owns a single input norm. ``forward(kv, q, attn_mask=None)`` returns ``(out, attention)``;
+    and owns a single input norm. ``qk_dim`` and ``v_dim`` set the query/key and value widths of the
+    attention (default ``q_dim``; imported models use others). ``forward(kv, q, attn_mask=None)`` returns ``(out, attention)``;
     ``attention`` is ``[b, heads, n, m]`` when ``return_attention=True`` and ``None`` otherwise.
     """
 
     def __init__(self, kv_dim: int, q_dim: int, num_heads: int, ffw_dim: int, dropout: float = 0.0,
-                 add_residual: bool = False, self_attention: bool = False) -> None:
+                 add_residual: bool = False, self_attention: bool = False, qk_dim: int | None = None,
+                 v_dim: int | None = None) -> None:
         super().__init__()
         self.kv_dim, self.q_dim, self.num_heads, self.ffw_dim = kv_dim, q_dim, num_heads, ffw_dim
         self.add_residual, self.self_attention = add_residual, self_attention
         self.norm_q = nn.LayerNorm(q_dim)
         self.norm_kv = None if self_attention else nn.LayerNorm(kv_dim)
-        self.attention = MultiHeadAttention(q_dim, q_dim if self_attention else kv_dim, num_heads, dropout)
+        self.attention = MultiHeadAttention(q_dim, q_dim if self_attention else kv_dim, num_heads, dropout,
+                                            qk_dim=qk_dim, v_dim=v_dim)
         self.drop = nn.Dropout(dropout)
         self.norm_mlp = nn.LayerNorm(q_dim)
         self.mlp = MLP(q_dim, ffw_dim, dropout)

@@ -29,7 +29,8 @@ __all__ = ["build_position_encoding", "Block", "Embeddings", "EncoderBlock", "Pr
            "DecoderBlock", "Perceiver", "validate_inputs", "build_unit", "unit_seed", "materialising", "unit_prefix", "INPUT_UNITS",
            "Materialise"]
 
-INPUT_UNITS: tuple[str, ...] = ("input_embedding", "input_pos", "input_pos_table", "input_fourier", "latent")
+INPUT_UNITS: tuple[str, ...] = ("input_embedding", "input_projection", "input_pos", "input_pos_table", "input_fourier",
+                                 "latent")
 """The members of `Embeddings` that belong with the encoder (its first pipeline stage); the other one,
 ``output_query``, belongs with the decoder."""
 
@@ -170,22 +171,31 @@ class Embeddings(nn.Module):
         if c.input_type == "tokens":
             with unit("input_embedding"):
                 self.input_embedding = nn.Embedding(c.input_num_tokens, c.input_dim)
+        self.input_projection: nn.Linear | None = None
+        if c.input_projection:
+            with unit("input_projection"):
+                self.input_projection = nn.Linear(c.input_dim, c.input_projection)
         self.input_pos: nn.Parameter | None = None
         if c.input_pos_enc == "trainable":
             with unit("input_pos"):
-                self.input_pos = build_position_encoding("trainable", c, c.input_len, c.input_dim)
+                self.input_pos = build_position_encoding("trainable", c, c.input_len,
+                                                         c.input_pos_dim or c.input_feature_dim)
         elif c.input_pos_enc == "sinusoid":
             with unit("input_pos_table"):
-                self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_dim), persistent=False)
+                self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_feature_dim),
+                                     persistent=False)
         elif c.input_pos_enc == "fourier":
             with unit("input_fourier"):
-                feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution)
+                feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution,
+                                         concat_pos=c.fourier_concat_pos, sine_only=c.fourier_sine_only)
                 self.register_buffer("input_fourier", feats, persistent=False)
         with unit("latent"):
             self.latent = build_position_encoding("trainable", c, c.latent_len, c.latent_dim)
-        query_kind = "trainable" if c.output_pos_enc == "none" else c.output_pos_enc
-        with unit("output_query"):
-            self.output_query = build_position_encoding(query_kind, c, c.output_len, c.output_dim)
+        self.output_query: nn.Parameter | None = None
+        if not c.encoder_only:
+            query_kind = "trainable" if c.output_pos_enc == "none" else c.output_pos_enc
+            with unit("output_query"):
+                self.output_query = build_position_encoding(query_kind, c, c.output_len, c.output_dim)
 
     def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None):
@@ -193,16 +203,22 @@ class Embeddings(nn.Module):
         x = self.embed_input(input_array)
         b = x.shape[0]
         latents = self.latent.unsqueeze(0).expand(b, -1, -1)
-        if output_array is None:
+        if output_array is None and self.output_query is not None:
             output_array = self.output_query.unsqueeze(0).expand(b, -1, -1)
         return x, attention_mask, latents, output_array
 
     def embed_input(self, input_array: torch.Tensor) -> torch.Tensor:
-        """Return the input array embedded (tokens) with its position encoding added or concatenated."""
+        """Return the input array embedded (tokens) or projected (``input_projection``) with its position
+        encoding added or concatenated."""
         x = self.input_embedding(input_array) if self.input_embedding is not None else input_array
+        if self.input_projection is not None:
+            x = self.input_projection(x)
         m = x.shape[1]
         kind = self.config.input_pos_enc
-        if kind == "trainable":
+        if kind == "trainable" and self.config.input_pos_dim:
+            pos = self.input_pos[:m].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x, pos], dim=-1)
+        elif kind == "trainable":
             x = x + self.input_pos[:m].to(x.dtype)
         elif kind == "sinusoid":
             x = x + self.input_pos_table[:m].to(x.dtype)
@@ -219,7 +235,8 @@ class EncoderBlock(nn.Module):
         super().__init__()
         c = _check_config(config)
         self.block = Block(kv_dim=c.input_embed_dim, q_dim=c.latent_dim, num_heads=c.n_cross_heads,
-                           ffw_dim=c.encoder_ffw, dropout=c.dropout, add_residual=True)
+                           ffw_dim=c.encoder_ffw, dropout=c.dropout, add_residual=c.encoder_residual,
+                           qk_dim=c.cross_qk, v_dim=c.cross_v)
 
     def forward(self, input_array: torch.Tensor, latent_array: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, return_attention: bool = False):
@@ -233,7 +250,8 @@ class ProcessorBlock(nn.Module):
         super().__init__()
         c = _check_config(config)
         self.block = Block(kv_dim=c.latent_dim, q_dim=c.latent_dim, num_heads=c.n_self_heads,
-                           ffw_dim=c.processor_ffw, dropout=c.dropout, add_residual=True, self_attention=True)
+                           ffw_dim=c.processor_ffw, dropout=c.dropout, add_residual=True, self_attention=True,
+                           qk_dim=c.self_qk, v_dim=c.self_v)
 
     def forward(self, latent_array: torch.Tensor, return_attention: bool = False):
         return self.block(None, latent_array, None, return_attention)
@@ -241,22 +259,33 @@ class ProcessorBlock(nn.Module):
 
 class DecoderBlock(nn.Module):
     """Cross-attention of the output queries over the latents, the reduction over queries, and the
-    projection to ``n_classes``; ``forward`` returns ``(logits, attention)``."""
+    projection to ``n_classes``; ``forward`` returns ``(logits, attention)``.
+
+    With ``tie_output_embedding`` the projection is the token embedding passed to ``forward`` as
+    ``embedding_weight`` (``[n_classes, output_dim]``) plus this block's ``output_bias``."""
 
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__()
         c = _check_config(config)
         self.reduction = c.decoder_reduction
         self.block = Block(kv_dim=c.latent_dim, q_dim=c.output_dim, num_heads=c.n_decoder_heads,
-                           ffw_dim=c.decoder_ffw, dropout=c.dropout, add_residual=c.decoder_residual)
-        self.projection = nn.Linear(c.output_dim, c.num_classes) if c.decoder_projection else None
+                           ffw_dim=c.decoder_ffw, dropout=c.dropout, add_residual=c.decoder_residual,
+                           qk_dim=c.decoder_qk, v_dim=c.decoder_v)
+        self.projection = None
+        if c.decoder_projection and not c.tie_output_embedding:
+            self.projection = nn.Linear(c.output_dim, c.num_classes)
+        if c.tie_output_embedding:
+            self.output_bias = nn.Parameter(torch.zeros(c.num_classes))
 
     def forward(self, latent_array: torch.Tensor, output_array: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, return_attention: bool = False):
+                attention_mask: torch.Tensor | None = None, return_attention: bool = False,
+                embedding_weight: torch.Tensor | None = None):
         out, attention = self.block(latent_array, output_array, None, return_attention)
         out = self.reduce(out, attention_mask)
         if self.projection is not None:
             out = self.projection(out)
+        elif embedding_weight is not None:
+            out = torch.nn.functional.linear(out, embedding_weight.to(out.dtype), self.output_bias.to(out.dtype))
         return out, attention
 
     def reduce(self, out: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -296,20 +325,22 @@ class Perceiver(nn.Module):
         self.embeddings = Embeddings(config)
         with build_unit(seed, "encoder"):
             self.encoder = EncoderBlock(config)
-        n_blocks = 1 if config.share_weights else config.num_layers
         processors = []
-        for i in range(n_blocks):
+        for i in range(config.n_processor_blocks):
             with build_unit(seed, f"processors.{i}"):
                 processors.append(ProcessorBlock(config))
         self.processors = nn.ModuleList(processors)
-        with build_unit(seed, "decoder"):
-            self.decoder = DecoderBlock(config)
+        self.decoder: DecoderBlock | None = None
+        if not config.encoder_only:
+            with build_unit(seed, "decoder"):
+                self.decoder = DecoderBlock(config)
 
     # ----------------------------------------------------------------- stages of the forward pass
     def processor_at(self, layer: int) -> ProcessorBlock | None:
-        """Return the processor block that runs as layer ``layer`` (the shared one with ``share_weights``);
-        ``None`` in a pipeline stage that does not hold it."""
-        return self.processors[0] if self.config.share_weights else self.processors[layer]
+        """Return the processor block that runs as layer ``layer`` (the shared one with ``share_weights``,
+        block ``layer % processor_blocks`` when the layers cycle); ``None`` in a pipeline stage that does
+        not hold it."""
+        return self.processors[layer % self.config.n_processor_blocks]
 
     def encode(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                return_attention: bool = False):
@@ -323,7 +354,8 @@ class Perceiver(nn.Module):
         """Read the latents out with the output queries; returns ``(logits, attention)``."""
         if output_array is None:
             output_array = self.embeddings.output_query.unsqueeze(0).expand(latents.shape[0], -1, -1)
-        return self.decoder(latents, output_array, attention_mask, return_attention)
+        tied = self.embeddings.input_embedding.weight if self.config.tie_output_embedding else None
+        return self.decoder(latents, output_array, attention_mask, return_attention, embedding_weight=tied)
 
     def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None, return_attentions: bool = False):

@@ -12,15 +12,19 @@ from gperc_core.errors import ConfigError
 
 
 def fourier_features(shape: Sequence[int], num_bands: int,
-                     max_resolution: Sequence[float] | None = None) -> torch.Tensor:
+                     max_resolution: Sequence[float] | None = None, *, concat_pos: bool = True,
+                     sine_only: bool = False) -> torch.Tensor:
     """Return the Perceiver's Fourier position features of an N-D grid.
 
     Positions run over ``[-1, 1]`` on each axis; frequencies are spaced linearly from 1 to half the
     axis' maximum resolution (``max_resolution``, by default ``shape``). For each axis the features
-    are ``[pos, sin(pi f pos) for each band, cos(pi f pos) for each band]``.
+    are ``[pos, sin(pi f pos) for each band, cos(pi f pos) for each band]``, laid out as all
+    positions, then all sines (axis-major), then all cosines: the order of DeepMind's and
+    `transformers`' Perceivers. ``concat_pos=False`` leaves the positions out; ``sine_only=True``
+    the cosines.
 
-    Returns a float32 tensor of shape ``[prod(shape), len(shape) * (2 * num_bands + 1)]`` in
-    row-major order of ``shape``.
+    Returns a float32 tensor of shape ``[prod(shape), len(shape) * (2 * num_bands + 1)]`` (by
+    default) in row-major order of ``shape``.
     """
     shape = [int(s) for s in shape]
     if not shape or any(s <= 0 for s in shape):
@@ -32,14 +36,13 @@ def fourier_features(shape: Sequence[int], num_bands: int,
         raise ConfigError(f"max_resolution: expected {len(shape)} values, got {list(resolution)}")
     axes = [torch.linspace(-1.0, 1.0, s, dtype=torch.float64) for s in shape]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))  # [P, d]
-    feats = [grid]
     sines, cosines = [], []
     for axis, res in enumerate(resolution):
         freqs = torch.linspace(1.0, max(float(res) / 2.0, 1.0), int(num_bands), dtype=torch.float64)
         angles = math.pi * grid[:, axis:axis + 1] * freqs[None, :]  # [P, K]
         sines.append(torch.sin(angles))
         cosines.append(torch.cos(angles))
-    feats = [grid] + sines + cosines
+    feats = ([grid] if concat_pos else []) + sines + ([] if sine_only else cosines)
     return torch.cat(feats, dim=-1).to(torch.float32)
 
 

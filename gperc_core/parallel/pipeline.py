@@ -125,7 +125,7 @@ class PipelinePlan:
 def _units(config: PerceiverConfig) -> list[tuple[int, int]]:
     """Indivisible runs of blocks: every block alone, except that shared processor weights form one run."""
     last = config.num_layers + 1
-    if config.share_weights and config.num_layers > 0:
+    if (config.share_weights or config.get("processor_blocks")) and config.num_layers > 0:
         return [(0, 1), (1, last), (last, last + 1)]
     return [(i, i + 1) for i in range(last + 1)]
 
@@ -169,6 +169,10 @@ def plan_stages(config: PerceiverConfig, num_stages: int, *, costs: Sequence[flo
     units = _units(config)
     if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
         raise ConfigError(f"num_stages: expected a positive integer, got {num_stages!r}")
+    if num_stages > 1 and (config.get("tie_output_embedding") or config.get("encoder_only")):
+        field = "tie_output_embedding" if config.get("tie_output_embedding") else "encoder_only"
+        raise ConfigError(f"num_stages: expected 1 for a model with {field}=True (the pipeline stages need an "
+                          f"encoder stage and a decoder stage of their own), got {num_stages}")
     if num_stages > len(units):
         if config.share_weights:
             raise ConfigError(f"num_stages: share_weights=True runs one shared processor block for all "
@@ -249,12 +253,12 @@ def stage_units(config: PerceiverConfig, start: int, stop: int) -> set[str]:
         if fused:
             units |= {"projections", "modality_embedding"}
     layers = [layer for layer in range(config.num_layers) if start <= layer + 1 < stop]
-    if config.share_weights:
+    if config.share_weights or config.get("processor_blocks"):
         if layers and len(layers) != config.num_layers:
-            raise ConfigError("stage blocks: share_weights=True keeps all processor layers in one stage, "
-                              f"got layers {layers} of {config.num_layers}")
+            raise ConfigError("stage blocks: shared processor blocks (share_weights / processor_blocks) keep all "
+                              f"processor layers in one stage, got layers {layers} of {config.num_layers}")
         if layers:
-            units.add(f"{prefix}processors.0")
+            units |= {f"{prefix}processors.{i}" for i in range(config.n_processor_blocks)}
     else:
         units |= {f"{prefix}processors.{layer}" for layer in layers}
     if stop == last_block + 1:
