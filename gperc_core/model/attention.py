@@ -52,8 +52,10 @@ def _cpu_threads() -> int:
 
 
 def _row_groups(batch: int, rows: int, device: torch.device) -> int:
-    """Number of groups to split ``rows`` query rows into so that ``batch * groups`` covers the CPU threads."""
-    if device.type != "cpu":
+    """Number of groups to split ``rows`` query rows into so that ``batch * groups`` covers the CPU threads
+    (1 off the CPU and while `torch.export` traces: the split is a speed-up of the same attention and
+    must not bake the exporting machine's thread count into the graph)."""
+    if device.type != "cpu" or torch.compiler.is_exporting():
         return 1
     groups = -(-_cpu_threads() // batch)
     while groups > 1 and rows % groups:
