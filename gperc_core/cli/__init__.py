@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMAND_MODULES = ("plugins", "tasks", "train", "eval", "predict")
+COMMAND_MODULES = ("plugins", "tasks", "train", "eval", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

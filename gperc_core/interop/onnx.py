@@ -8,7 +8,7 @@ its own output queries (no ``output_array`` input). What is dynamic:
   ``[1, input_len]``, like the eager model (trainable and sinusoid positions are sliced to ``m``,
   Fourier features are the first ``m`` rows of their fixed grid);
 - not ``m`` with ``decoder_reduction="eot"`` (it reads the query at the last unmasked position, so
-  ``m`` is fixed to ``output_len``), nor a fused multimodal model's per-modality lengths (each
+  ``m`` is fixed to ``output_len``), nor with ``input_len=1``, nor a fused multimodal model's per-modality lengths (each
   modality is fixed to its ``input_len``, as `ModalityFusion` requires).
 
 The mask is always an input (bool, True = attend); `ExportedModel` passes all-True when the caller
@@ -22,6 +22,7 @@ The file carries the model config (ONNX ``metadata_props`` / a ``.pt2`` extra fi
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,16 +58,26 @@ def input_names(config: PerceiverConfig) -> list[str]:
     return [f"{kind}.{m}" for m in spec for kind in ("input_array", "attention_mask")]
 
 
-def check_exportable(config: PerceiverConfig, fmt: str) -> None:
-    """Raise `ConfigError` naming the option when ``config`` has one the ``fmt`` exporter cannot express
-    (and `InputError` for an unknown ``fmt``)."""
+def check_exportable(model: nn.Module, fmt: str) -> PerceiverConfig:
+    """Return ``model``'s config if the ``fmt`` exporter can express the model; raise `InputError` for
+    an unknown ``fmt`` and `ConfigError` naming what cannot be exported.
+
+    Every `PerceiverConfig` option exports (tests/test_export.py covers the position encodings,
+    token inputs, shared weights, head/width options, every reduction and fused models); what
+    cannot is a pipeline stage (a model cut by `gperc_core.parallel.pipeline`, missing blocks)."""
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"format: expected one of {list(EXPORT_FORMATS)}, got {fmt!r}")
+    config = getattr(model, "config", None)
     if not isinstance(config, PerceiverConfig):
-        raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
-    if config.decoder_reduction == "eot" and _fused(config) is not None:
-        raise ConfigError("decoder_reduction: 'eot' in a fused multimodal model cannot be exported (the end-of-text "
-                          "query position depends on the fused masks); expected another reduction, got 'eot'")
+        raise ConfigError(f"model.config: expected a PerceiverConfig, got {type(config).__name__}")
+    perceiver = getattr(model, "perceiver", model)
+    missing = [name for name in ("encoder", "decoder") if getattr(perceiver, name, None) is None]
+    if getattr(model, "perceiver", None) is not None and model.projections is None:
+        missing.append("projections")
+    if missing:
+        raise ConfigError(f"model: a pipeline stage cannot be exported (it lacks {missing}); expected a whole "
+                          f"model, as a run folder's model.safetensors holds")
+    return config
 
 
 class _GraphForward(nn.Module):
@@ -109,9 +120,9 @@ def example_inputs(config: PerceiverConfig, batch: int = 2) -> tuple[torch.Tenso
 def dynamic_shapes(config: PerceiverConfig) -> tuple[dict[int, Any], ...]:
     """The `torch.export` dynamic axes of each input (see the module doc for what is dynamic)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    if _fused(config) is not None or config.decoder_reduction == "eot":
+    if _fused(config) is not None or config.decoder_reduction == "eot" or int(config.input_len) < 2:
         return tuple({0: batch} for _ in input_names(config))
-    length = torch.export.Dim("m", min=1, max=max(2, int(config.input_len)))
+    length = torch.export.Dim("m", min=1, max=int(config.input_len))
     return ({0: batch, 1: length}, {0: batch, 1: length})
 
 
@@ -127,8 +138,7 @@ def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx") -> Path:
     `InputError` for an unknown format or a missing ``onnx`` / ``onnxscript`` package."""
     import copy
 
-    config = model.config
-    check_exportable(config, fmt)
+    config = check_exportable(model, fmt)
     traced = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     spec = _fused(config)
     wrapper = _GraphForward(traced, list(spec) if spec is not None else None).eval()
@@ -137,7 +147,7 @@ def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "pt2":
-        program = torch.export.export(wrapper, args, dynamic_shapes=shapes)
+        program = _traced(config, fmt, lambda: torch.export.export(wrapper, args, dynamic_shapes=shapes))
         torch.export.save(program, str(path), extra_files={f"{META_KEY}.json": _metadata(config)})
         return path
     try:
@@ -146,8 +156,9 @@ def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx") -> Path:
     except ImportError as exc:
         raise InputError(f"format: 'onnx' needs the packages onnx and onnxscript (pip install 'gperc-core[onnx]'); "
                          f"{exc.name} is not installed") from exc
-    program = torch.onnx.export(wrapper, args, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
-                                input_names=input_names(config), output_names=["logits"], verbose=False)
+    program = _traced(config, fmt, lambda: torch.onnx.export(
+        wrapper, args, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, input_names=input_names(config),
+        output_names=["logits"], verbose=False))
     program.optimize()
     proto = program.model_proto
     entry = proto.metadata_props.add()
@@ -158,10 +169,27 @@ def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx") -> Path:
     return path
 
 
+def _traced(config: PerceiverConfig, fmt: str, trace: Any) -> Any:
+    """Run the exporter ``trace()``; a failure is a `ConfigError` listing the config's non-default
+    options (one of them is what the exporter could not express)."""
+    import contextlib
+    import io
+
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return trace()
+    except Exception as exc:  # the exporters raise many types; the cause is chained
+        defaults = PerceiverConfig.field_defaults()
+        options = {k: v for k, v in config.to_dict().items() if defaults.get(k, object()) != v}
+        raise ConfigError(f"format {fmt!r}: the exporter could not express this model (options {options}); "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
 class ExportedModel:
     """An exported file (``.onnx`` through onnxruntime, ``.pt2`` through `torch.export.load`) called like
     the model: ``model(input_array, attention_mask=None, output_array=None)`` returns the logits as a
-    CPU float tensor. ``config`` is the exported model's config."""
+    CPU float tensor. ``config`` is the exported model's config as a dict."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -177,7 +205,9 @@ class ExportedModel:
             meta = self._session.get_modelmeta().custom_metadata_map.get(META_KEY)
         elif suffix == ".pt2":
             extra = {f"{META_KEY}.json": ""}
-            self._program = torch.export.load(str(self.path), extra_files=extra).module()
+            with warnings.catch_warnings():  # torch warns that the loaded buffers are read-only
+                warnings.simplefilter("ignore", UserWarning)
+                self._program = torch.export.load(str(self.path), extra_files=extra).module()
             meta = extra[f"{META_KEY}.json"] or None
         else:
             raise InputError(f"model: expected a file ending in .onnx or .pt2, got {str(self.path)!r}")
@@ -185,9 +215,9 @@ class ExportedModel:
             raise CheckpointError(f"{self.path}: expected a file written by 'gperc export' (with gperc metadata), "
                                   f"found none")
         data = json.loads(meta)
-        self.config = PerceiverConfig.from_dict(data["config"], strict=False)
+        self.config: dict[str, Any] = dict(data["config"])
         self.inputs: list[str] = list(data["inputs"])
-        self.modalities = list(_fused(self.config) or [])
+        self.modalities = list(self.config.get("fusion") or [])
 
     def _flat(self, input_array: Any, attention_mask: Any) -> list[torch.Tensor]:
         """The graph inputs in order (all-True masks where none is given)."""

@@ -92,7 +92,14 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(q_dim, q_dim)
 
     def _use_input_space(self, n: int, m: int) -> bool:
-        """True when attending in the key/value input space costs fewer FLOPs than projecting K and V."""
+        """True when attending in the key/value input space costs fewer FLOPs than projecting K and V.
+
+        While `torch.export` traces a dynamic ``m``, the choice is made at the example length (both
+        paths are exact attention), so the graph holds one path and no guard on ``m``."""
+        if isinstance(m, torch.SymInt) and torch.compiler.is_exporting():
+            from torch.fx.experimental.symbolic_shapes import size_hint
+
+            m = int(size_hint(m))
         projected = m * self.kv_dim * 2 * self.q_dim + 2 * m * n * self.q_dim
         input_space = 2 * m * n * self.kv_dim * self.num_heads + n * self.q_dim * self.kv_dim * 2
         return input_space < projected
