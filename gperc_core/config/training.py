@@ -19,6 +19,8 @@ class TrainingConfig:
     where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
     ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
     every epoch and the end). ``log_every`` is the step interval of training-loss lines.
+    ``tensorboard`` also writes the metrics and the run's config to ``RUN/tensorboard/``
+    (`gperc_core.train.tensorboard`; needs the ``tensorboard`` package).
     """
 
     epochs: int = 10
@@ -41,6 +43,7 @@ class TrainingConfig:
     keep_checkpoints: int = 1
     log_every: int = 10
     progress: bool = True
+    tensorboard: bool = False
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
