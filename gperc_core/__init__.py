@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "build_pipeline": "gperc_core.parallel.pipeline", "PipelinePlan": "gperc_core.parallel.pipeline",
     "plan_stages": "gperc_core.parallel.pipeline",
     "ParallelOptions": "gperc_core.parallel.options", "make_strategy": "gperc_core.parallel",
+    # interop: export
+    "export_model": "gperc_core.interop.onnx", "ExportedModel": "gperc_core.interop.onnx",
 }
 
 

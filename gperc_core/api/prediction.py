@@ -19,7 +19,8 @@ from gperc_core.errors import InputError
 
 
 def predict(run_dir: str | Path, samples_or_files: Sequence[Any], *, modality: str | None = None,
-            device: str = "auto", pm: Any = None, top_k: int = 1, checkpoint: bool = False) -> list[dict[str, Any]]:
+            device: str = "auto", pm: Any = None, top_k: int = 1, checkpoint: bool = False,
+            model: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Predict with the run folder ``run_dir`` for each item of ``samples_or_files`` (see the module doc).
 
     Args:
@@ -31,6 +32,8 @@ def predict(run_dir: str | Path, samples_or_files: Sequence[Any], *, modality: s
         pm: the plugin manager to rebuild the task with; default the installed plugins.
         top_k: how many classes to return per item (classification).
         checkpoint: predict with the latest checkpoint instead of the final model.
+        model: an exported ``.onnx`` / ``.pt2`` file of the run's model (``gperc export``) to predict
+            with instead (onnxruntime / `torch.export`, on the CPU).
 
     Returns:
         One dict per item, in order: ``{"input": the file path(s) as given (str; for a mapping
@@ -57,9 +60,14 @@ def predict(run_dir: str | Path, samples_or_files: Sequence[Any], *, modality: s
     run = open_run(run_dir, checkpoint=checkpoint, device=device, pm=pm)
     task = run.task
     sources, samples = zip(*(_sample(task, item, i, modality) for i, item in enumerate(samples_or_files)))
-    batch = to_device(task.encode(list(samples)), run.device)
+    net, device = run.model, run.device
+    if model is not None:
+        from gperc_core.api.export import open_exported
+
+        net, device = open_exported(model, run.model.config), torch.device("cpu")
+    batch = to_device(task.encode(list(samples)), device)
     with torch.no_grad():
-        probs = run.model(batch["input_array"], batch["attention_mask"], batch["output_array"]).float().softmax(-1)
+        probs = net(batch["input_array"], batch["attention_mask"], batch["output_array"]).float().softmax(-1)
     return [{"input": source, "predictions": _top(p, top_k, task.class_names)} for source, p in zip(sources, probs)]
 
 

@@ -24,6 +24,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--top", type=int, default=1, help="how many classes to show per input (default 1)")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     parser.add_argument("--json", action="store_true", help="one JSON object per input")
+    parser.add_argument("--model", default=None, metavar="FILE",
+                        help="predict with an exported .onnx / .pt2 file of the run's model ('gperc export')")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     pm = plugin_manager_from_args(args)
     modalities = list(read_task_file(args.run_dir)["card"]["modalities"])
     files = [{m: Path(path) for m, path in item.items()} for item in parse_inputs(args.inputs, modalities)]
-    results = predict(args.run_dir, files, device=args.device, pm=pm, top_k=args.top)
+    results = predict(args.run_dir, files, device=args.device, pm=pm, top_k=args.top, model=args.model)
     for item, result in zip(args.inputs, results):
         preds = result["predictions"]
         if args.json:

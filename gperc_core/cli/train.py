@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--device", default=None, help="'auto' (default), 'cpu' or 'cuda'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also log to RUN/tensorboard/ (training.tensorboard)")
     from gperc_core.parallel.options import ParallelOptions
 
     ParallelOptions.add_arguments(parser)  # --pipeline-stages, --microbatches, --schedule, --dist-timeout, ...
@@ -55,7 +57,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
              "training.batch_size": args.batch_size, "training.lr": args.lr, "training.bf16": args.bf16,
              "training.compile": args.compile, "training.device": args.device,
              "training.init": getattr(args, "init", None),
-             "training.progress": False if args.quiet else None}
+             "training.progress": False if args.quiet else None, "training.tensorboard": args.tensorboard}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return overrides
 

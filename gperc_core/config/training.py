@@ -20,6 +20,8 @@ class TrainingConfig:
     ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
     every epoch and the end). ``log_every`` is the step interval of training-loss lines. ``init`` is a gperc
     model folder (e.g. written by ``gperc convert``) whose weights a new run starts from.
+    ``tensorboard`` also writes the metrics and the run's config to ``RUN/tensorboard/``
+    (`gperc_core.train.tensorboard`; needs the ``tensorboard`` package).
     """
 
     epochs: int = 10
@@ -43,6 +45,7 @@ class TrainingConfig:
     log_every: int = 10
     progress: bool = True
     init: str | None = None
+    tensorboard: bool = False
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:

@@ -52,8 +52,10 @@ def _cpu_threads() -> int:
 
 
 def _row_groups(batch: int, rows: int, device: torch.device) -> int:
-    """Number of groups to split ``rows`` query rows into so that ``batch * groups`` covers the CPU threads."""
-    if device.type != "cpu":
+    """Number of groups to split ``rows`` query rows into so that ``batch * groups`` covers the CPU threads
+    (1 off the CPU and while `torch.export` traces: the split is a speed-up of the same attention and
+    must not bake the exporting machine's thread count into the graph)."""
+    if device.type != "cpu" or torch.compiler.is_exporting():
         return 1
     groups = -(-_cpu_threads() // batch)
     while groups > 1 and rows % groups:
@@ -96,7 +98,14 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(v_dim, q_dim)
 
     def _use_input_space(self, n: int, m: int) -> bool:
-        """True when attending in the key/value input space costs fewer FLOPs than projecting K and V."""
+        """True when attending in the key/value input space costs fewer FLOPs than projecting K and V.
+
+        While `torch.export` traces a dynamic ``m``, the choice is made at the example length (both
+        paths are exact attention), so the graph holds one path and no guard on ``m``."""
+        if isinstance(m, torch.SymInt) and torch.compiler.is_exporting():
+            from torch.fx.experimental.symbolic_shapes import size_hint
+
+            m = int(size_hint(m))
         widths = self.qk_dim + self.v_dim
         projected = m * self.kv_dim * widths + m * n * widths
         input_space = 2 * m * n * self.kv_dim * self.num_heads + n * widths * self.kv_dim

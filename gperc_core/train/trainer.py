@@ -140,6 +140,7 @@ class Trainer:
         self.train_time = 0.0
         self.samples_seen = 0
         self.last_eval: dict[str, Any] = {}
+        self.tensorboard: Any = None  # a TensorBoardLog while fit() runs with training.tensorboard
 
     @property
     def is_main(self) -> bool:
@@ -313,9 +314,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def log(self, record: dict[str, Any]) -> None:
-        """Append ``record`` to the run's ``metrics.jsonl`` (main process only)."""
+        """Append ``record`` to the run's ``metrics.jsonl`` (main process only), and to TensorBoard when on."""
         if self.is_main:
             append_jsonl(self.out_dir / runs.METRICS_FILE, record)
+            if self.tensorboard is not None:
+                self.tensorboard.log(record)
 
     def plot(self) -> Path | None:
         """Redraw ``curves.png`` from ``metrics.jsonl`` (main process only); returns its path (``None``
@@ -337,7 +340,8 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Train from the current step to the end (or to ``max_steps`` / ``training.max_steps``),
-        evaluating and checkpointing every epoch, then write the final model and the plot.
+        evaluating and checkpointing every epoch, then write the final model and the plot (and, with
+        ``training.tensorboard``, the TensorBoard events: `gperc_core.train.tensorboard`).
 
         Returns ``{"step", "interrupted", "eval": last metrics, "train_time_s", "samples_per_s"}``.
         Ctrl-C or SIGTERM saves a resumable checkpoint first, then re-raises `KeyboardInterrupt`.
@@ -354,6 +358,21 @@ class Trainer:
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.task.write_record(self.out_dir)
+            if self.cfg.tensorboard:
+                from gperc_core.train.tensorboard import TensorBoardLog
+
+                self.tensorboard = TensorBoardLog(self.out_dir, start_step=self.step)
+                self.tensorboard.write_config(self.config.to_dict(), self.cfg.to_dict(),
+                                              runs.read_task_file(self.out_dir))
+        try:
+            return self._fit(max_steps)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+                self.tensorboard = None
+
+    def _fit(self, max_steps: int | None) -> dict[str, Any]:
+        """The body of `fit` (the run folder is ready)."""
         if self.step == 0:
             torch.manual_seed(self.cfg.seed)  # dropout of a fresh run; a resumed run restored its RNG state
         limit = max_steps if max_steps is not None else self.cfg.max_steps
