@@ -266,7 +266,8 @@ def test_train_init_from_converted_model(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "training.init" in err and "latent_len" not in err and "decoder_reduction (task 'mean', init 'first')" in err
 
-    task_config = create_task("seq/letters", pm=fake_pm()).infer_config().to_dict()
+    subset = {"training.max_train_samples": 8, "training.max_eval_samples": 8}  # inference reads the training subset
+    task_config = create_task("seq/letters", pm=fake_pm(), **subset).infer_config().to_dict()
     init_config = read_config(out).to_dict()
     overrides = {f"model.{k}": v for k, v in init_config.items() if task_config[k] != v and k not in ("seed", "dropout")}
     overrides.update({"training.lr": 1e-12, "training.max_steps": 1, "training.max_train_samples": 8,

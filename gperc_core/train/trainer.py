@@ -351,10 +351,10 @@ class Trainer:
         from gperc_core.io.lock import run_lock
 
         with run_lock(self.out_dir, enabled=self.is_main):
-            return self._fit(max_steps)
+            return self._fit_locked(max_steps)
 
-    def _fit(self, max_steps: int | None) -> dict[str, Any]:
-        """`fit` under the writer lock."""
+    def _fit_locked(self, max_steps: int | None) -> dict[str, Any]:
+        """`fit` under the writer lock: the run record and the TensorBoard writer around `_fit`."""
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.task.write_record(self.out_dir)
