@@ -5,7 +5,7 @@ A modality plugin describes how to read one cell of its column (`UserData`: ``re
 cell into the raw sample its hooks take, ``check`` tells an unreadable file early) and registers
 datasets whose ``load`` calls one of:
 
-- `UserData.folder`: the ``imagefolder`` / ``audiofolder`` builders over ``root``
+- `UserData.folder`: ``root`` laid out as the ``imagefolder`` / ``audiofolder`` builders read it
   (``<root>/<label>/<file>`` or ``<root>/<split>/<label>/<file>``);
 - `UserData.table`: csv / tsv / json / jsonl / parquet files (``path``, optional ``test_path``);
 - `UserData.saved`: a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
@@ -82,6 +82,11 @@ class UserSamples:
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def paths(self) -> list[str | None]:
+        """The file of each sample (``None`` for cells that are no file: text, embedded bytes)."""
+        return _paths(self.data, self.column)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not isinstance(index, int) or isinstance(index, bool):
             raise TypeError(f"index: expected an int, got {type(index).__name__}")
@@ -94,6 +99,14 @@ class UserSamples:
             raise TaskError(f"{self.where}: sample {index}: cannot read {cell_name(cell)} ({type(exc).__name__}: "
                             f"{exc})") from exc
         return {self.modality: sample, "target": self.targets[index]}
+
+
+def _paths(data: Any, column: str) -> list[str | None]:
+    """The file of each cell of ``column`` (its ``path`` field; ``None`` for cells that are no file),
+    read without the cells' bytes."""
+    flat = data.select_columns([column]).flatten()
+    name = f"{column}.path"
+    return list(flat[name]) if name in flat.column_names else [None] * len(data)
 
 
 def cell_name(cell: Any) -> str:
@@ -127,20 +140,39 @@ class UserData:
 
     # ------------------------------------------------------------------ the three sources
     def folder(self, builder: str, split: str, options: Mapping[str, Any]) -> UserSamples:
-        """Split ``split`` of ``options["root"]`` read by the `datasets` builder ``builder``
-        (``"imagefolder"`` / ``"audiofolder"``): labels from the class folder names."""
+        """Split ``split`` of the folder ``options["root"]``, laid out as the `datasets` builder
+        ``builder`` (``"imagefolder"`` / ``"audiofolder"``) reads it: its split folders and file
+        extensions; the label is the file's folder name. The builder finds the files; the plugin's
+        ``read`` decodes them (`datasets`' audio decoder needs torchcodec, which is not required)."""
+        import datasets
+        import pyarrow
+
         self._check_split(split)
         root = options.get("root")
         if not root or not Path(str(root)).expanduser().is_dir():
             raise TaskError(f"{self.plugin}: dataset {self.dataset!r} options['root']: expected a folder laid out "
                             f"as <label>/<file> (or <split>/<label>/<file>), got {root!r}")
         root = Path(str(root)).expanduser().resolve()
-        splits = self._load(builder, f"options['root'] = {str(root)!r}", data_dir=str(root))
-        column = self.modality
-        splits = {name: data.cast_column(column, _undecoded(data.features[column]))
-                  for name, data in splits.items()}
-        return self._finish(splits, split, column, options,
-                            lambda data: [_relative(c, root, i) for i, c in enumerate(data[column])])
+        try:
+            found = datasets.load_dataset_builder(builder, data_dir=str(root), cache_dir=_builder_cache())
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise TaskError(f"{self.plugin}: dataset {self.dataset!r} options['root'] = {str(root)!r}: the "
+                            f"{builder!r} builder of `datasets` finds no data in it ({type(exc).__name__}: "
+                            f"{exc})") from None
+        extensions = {e.lower() for e in getattr(found, "EXTENSIONS", ())}
+        splits = {}
+        for name, files in found.config.data_files.items():
+            paths = sorted(f for f in files if Path(f).suffix.lower() in extensions)
+            if paths:
+                table = pyarrow.Table.from_pydict({self.modality: [{"path": p, "bytes": None} for p in paths],
+                                                   "label": [Path(p).parent.name for p in paths]})
+                splits[str(name)] = datasets.Dataset(table, fingerprint=_files_fingerprint(paths))
+        if not splits:
+            raise TaskError(f"{self.plugin}: dataset {self.dataset!r} options['root']: expected files ending in one "
+                            f"of {sorted(extensions)[:8]}... under {str(root)!r}, got none")
+        options = {k: v for k, v in options.items() if k not in ("column", "label_column")}
+        return self._finish(splits, split, self.modality, options,
+                            lambda data: [_relative(p, root) for p in _paths(data, self.modality)])
 
     def table(self, split: str, options: Mapping[str, Any]) -> UserSamples:
         """Split ``split`` of the table file ``options["path"]`` (csv, tsv, json, jsonl or parquet;
@@ -194,10 +226,8 @@ class UserData:
     def _load(self, builder: str, what: str, **kwargs: Any) -> dict[str, Any]:
         import datasets
 
-        cache = os.environ.get("GPERC_CACHE")
-        cache_dir = str(Path(cache) / "hf-builders") if cache and cache != "off" else None
         try:
-            loaded = datasets.load_dataset(builder, cache_dir=cache_dir, **kwargs)
+            loaded = datasets.load_dataset(builder, cache_dir=_builder_cache(), **kwargs)
         except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetGenerationError) as exc:
             raise TaskError(f"{self.plugin}: dataset {self.dataset!r} {what}: the {builder!r} builder of "
                             f"`datasets` cannot read it ({type(exc).__name__}: {exc})") from None
@@ -262,6 +292,22 @@ class UserData:
         return data, [encode(y) for y in labels]
 
 
+def _builder_cache() -> str | None:
+    """Where `datasets` builders keep their Arrow files: ``$GPERC_CACHE/hf-builders`` when
+    ``$GPERC_CACHE`` is set (and not ``off``), else `datasets`' own default."""
+    cache = os.environ.get("GPERC_CACHE")
+    return str(Path(cache) / "hf-builders") if cache and cache != "off" else None
+
+
+def _files_fingerprint(paths: Sequence[str]) -> str:
+    """A fingerprint of the files ``paths``: their paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _undecoded(feature: Any) -> Any:
     """``feature`` with decoding off (an Image / Audio feature yields ``{"path", "bytes"}``: the
     plugin's reader decodes it), anything else unchanged."""
@@ -272,10 +318,7 @@ def _undecoded(feature: Any) -> Any:
     return feature
 
 
-def _relative(cell: Any, root: Path, index: int) -> str:
-    path = cell.get("path") if isinstance(cell, Mapping) else None
-    if not path:
-        return str(index)
+def _relative(path: str, root: Path) -> str:
     try:
         return Path(path).resolve().relative_to(root).as_posix()
     except ValueError:
