@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "Collator": "gperc_core.data.collate", "collate": "gperc_core.data.collate",
     "TaskCard": "gperc_core.data.registry", "load_registry": "gperc_core.data.registry",
     "create_task": "gperc_core.data.tasks", "list_tasks": "gperc_core.data.tasks", "Task": "gperc_core.data.tasks",
+    "UserData": "gperc_core.data.userdata", "UserSamples": "gperc_core.data.userdata",
+    "UserDataWarning": "gperc_core.data.userdata", "USER_DATA_OPTIONS": "gperc_core.data.userdata",
     # train
     "Trainer": "gperc_core.train.trainer",
     # parallel
@@ -79,6 +81,7 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.data.collate import Collator, collate
     from gperc_core.data.registry import TaskCard, load_registry
     from gperc_core.data.tasks import Task, create_task, list_tasks
+    from gperc_core.data.userdata import USER_DATA_OPTIONS, UserData, UserDataWarning, UserSamples
     from gperc_core.errors import (CheckpointError, ConfigError, GpercError, InputError, PluginError, PluginHookError,
                                    RunLockedError, TaskError)
     from gperc_core.model.fusion import ModalityFusion

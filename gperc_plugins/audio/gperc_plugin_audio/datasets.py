@@ -1,22 +1,22 @@
-"""The audio plugin's datasets: ``spoken-digits`` (synthesised) and ``audio-folder`` (your WAV files).
+"""The audio plugin's datasets: ``spoken-digits`` (synthesised), ``audio-folder`` (your audio files,
+the `datasets` ``audiofolder`` builder) and ``audio-from-disk`` (a ``save_to_disk`` folder).
 
-Both return a `ClipDataset`: a sequence whose items are ``{"audio": {"path": ...}, "target": int}``
-(the waveform is read by the input-array hook, so a dataset costs no memory up front).
+Items are ``{"audio": {"path": ...}, "target": int}`` (or ``{"audio": {"waveform", "sample_rate"}}``
+for audio stored as bytes): the waveform of a path is read by the input-array hook, so a dataset
+costs no memory up front.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gperc_core import TaskError
+from gperc_core import TaskError, UserData, UserSamples
 
 from . import PLUGIN_NAME
 from .synth import FLITE_VOICES, SynthesisPlan, default_cache_dir, synthesize
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DEFAULT_TEST_VOICE = "rms"
 DEFAULT_TRAIN_FLITE = ("kal16", "awb", "slt")
 
@@ -90,46 +90,61 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
                        meta=[{"synth": c.synth, "voice": c.voice} for c in chosen])
 
 
-def _stable_fraction(text: str) -> float:
-    """A number in [0, 1) fixed by ``text`` (so a file keeps its split when others are added)."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2 ** 32
+def read_audio_cell(cell: Any) -> Any:
+    """Return an audio cell of a `datasets` table as the raw sample the input-array hook takes:
+    ``{"path"}`` stays a path (read by the hook with soundfile), ``{"bytes"}`` is decoded here with
+    soundfile into ``{"waveform", "sample_rate"}`` (`datasets`' own audio decoder needs torchcodec)."""
+    if isinstance(cell, Mapping):
+        if cell.get("bytes"):
+            import io
+
+            import soundfile
+            import torch
+
+            data, rate = soundfile.read(io.BytesIO(cell["bytes"]), dtype="float32", always_2d=True)
+            return {"waveform": torch.from_numpy(data.T.copy()), "sample_rate": int(rate)}
+        if cell.get("path"):
+            return {"path": str(cell["path"])}
+        if "array" in cell:
+            import numpy as np
+
+            rate = cell.get("sampling_rate")
+            return {"waveform": np.asarray(cell["array"], dtype=np.float32), **({"sample_rate": int(rate)} if rate else {})}
+    return cell
 
 
-def load_audio_folder(split: str, options: Mapping[str, Any] | None = None) -> ClipDataset:
+def check_audio_cell(cell: Any) -> None:
+    """Raise when the audio file (or bytes) of ``cell`` is not one soundfile can open (its header)."""
+    if not isinstance(cell, Mapping) or not (cell.get("bytes") or cell.get("path")):
+        return
+    import io
+
+    import soundfile
+
+    soundfile.info(io.BytesIO(cell["bytes"]) if cell.get("bytes") else str(cell["path"]))
+
+
+AUDIO_FOLDER = UserData(plugin=f"{PLUGIN_NAME} plugin", dataset="audio-folder", modality="audio",
+                        read=read_audio_cell, check=check_audio_cell)
+AUDIO_FROM_DISK = UserData(plugin=f"{PLUGIN_NAME} plugin", dataset="audio-from-disk", modality="audio",
+                           read=read_audio_cell, check=check_audio_cell)
+
+
+def load_audio_folder(split: str, options: Mapping[str, Any] | None = None) -> UserSamples:
     """Load a folder of audio files laid out as ``<root>/<label>/<file>.wav``, or as
-    ``<root>/<split>/<label>/<file>.wav`` when ``<root>/<split>`` exists.
+    ``<root>/<split>/<label>/<file>.wav``, with the `datasets` ``audiofolder`` builder (files are
+    decoded by this plugin's soundfile reader).
 
-    Options: ``root`` (required), ``test_fraction`` (default 0.2: without split folders a file is in
-    ``test`` when a hash of its relative path falls below it). Labels are the sorted class folder names.
+    Options: ``root`` (required), ``test_fraction`` (default 0.2) and ``split_seed`` (default 0):
+    without split folders a file is in ``test`` when a hash of the seed and its path relative to
+    ``root`` falls below the fraction; ``on_error`` (``"fail"`` / ``"skip"`` unreadable files).
+    Labels are the sorted class folder names (see `gperc_core.UserData`).
     """
-    _check_split(split, ("train", "test"), "audio-folder")
-    opts = dataset_options(options)
-    root = opts.get("root")
-    if not root or not Path(root).is_dir():
-        raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'audio-folder' options['root']: expected a folder laid out "
-                        f"as <label>/<file>.wav, got {root!r}")
-    root = Path(root)
-    fraction = float(opts.get("test_fraction", 0.2))
-    if not 0.0 < fraction < 1.0:
-        raise TaskError(f"{PLUGIN_NAME} plugin: options['test_fraction']: expected a number in (0, 1), got {fraction}")
-    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
-    base = root / split if split_dirs else root
-    classes = sorted(p.name for p in (root / "train" if split_dirs else root).iterdir() if p.is_dir())
-    if not classes:
-        raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'audio-folder' options['root']: expected class folders "
-                        f"<label>/ under {str(root)!r}, got none")
-    paths, targets = [], []
-    for index, name in enumerate(classes):
-        for path in sorted((base / name).glob("*")):
-            if path.suffix.lower() not in AUDIO_SUFFIXES:
-                continue
-            if not split_dirs:
-                in_test = _stable_fraction(str(path.relative_to(root))) < fraction
-                if in_test != (split == "test"):
-                    continue
-            paths.append(path)
-            targets.append(index)
-    if not paths:
-        raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'audio-folder' split {split!r}: expected audio files "
-                        f"({', '.join(AUDIO_SUFFIXES)}) under {str(base)!r}, got none")
-    return ClipDataset(paths=paths, targets=targets, classes=classes, meta=[{"synth": "file"} for _ in paths])
+    return AUDIO_FOLDER.folder("audiofolder", split, dataset_options(options))
+
+
+def load_audio_from_disk(split: str, options: Mapping[str, Any] | None = None) -> UserSamples:
+    """A dataset saved with ``save_to_disk`` at ``options["path"]``: column ``audio`` (or
+    ``options["column"]``; an ``Audio`` feature, a path, or ``{"array", "sampling_rate"}``) and
+    ``label`` (or ``options["label_column"]``)."""
+    return AUDIO_FROM_DISK.saved(split, dataset_options(options))

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from gperc_core import ConfigError, Option
+from gperc_core import USER_DATA_OPTIONS, ConfigError, Option
 from gperc_core.plugins.specs import dataclass_options
 
 from . import PLUGIN_NAME
@@ -69,8 +69,8 @@ DATASET_OPTIONS: dict[str, Option] = {
     "train_flite_voices": Option(list, None, "spoken-digits: flite voices of the train split (default kal16, awb, slt)"),
     "cache_dir": Option(str, None, "spoken-digits: where the clips are synthesised (default $GPERC_CACHE/spoken-digits)"),
     "root": Option(str, None, "audio-folder: folder of <label>/<file>.wav (or <split>/<label>/<file>.wav)"),
-    "test_fraction": Option(float, None, "audio-folder: share of files in the test split without split folders "
-                            "(default 0.2)"),
+    **{name: USER_DATA_OPTIONS[name] for name in ("path", "column", "label_column", "test_fraction", "split_seed",
+                                                  "on_error")},
     **{name: Option(list, None, f"spoken-digits synthesis plan: {name}") for name in (
         "digits", "espeak_accents", "espeak_variants", "espeak_speeds", "espeak_pitches", "flite_voices",
         "flite_stretches", "flite_pitches")},

@@ -7,7 +7,7 @@ from typing import Any
 from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl, packaged_task_cards
 
 from . import PLUGIN_NAME
-from .datasets import load_audio_folder, load_spoken_digits
+from .datasets import load_audio_folder, load_audio_from_disk, load_spoken_digits
 from .options import declared_options
 from .synth import INSTALL_HINT
 
@@ -32,14 +32,19 @@ def read_file(path: str) -> dict[str, Any]:
 
 @hookimpl
 def gperc_register_datasets() -> list[DatasetSpec]:
-    """Register ``spoken-digits`` (synthesised by espeak-ng and flite) and ``audio-folder``."""
+    """Register ``spoken-digits`` (synthesised by espeak-ng and flite), ``audio-folder`` and
+    ``audio-from-disk`` (your data)."""
     return [
         DatasetSpec(name="spoken-digits", modalities=[MODALITY], load=load_spoken_digits, num_classes=10,
                     description="digits 0-9 spoken by espeak-ng and flite voices; test = a held-out flite voice",
                     install_hint=INSTALL_HINT),
         DatasetSpec(name="audio-folder", modalities=[MODALITY], load=load_audio_folder,
-                    description="your audio files laid out as <root>/<label>/<file>.wav (options: root)",
-                    install_hint="set options root = '<folder with one sub-folder per label>'"),
+                    description="your audio files as <root>/<label>/<file>.wav or <root>/<split>/<label>/<file>.wav "
+                                "(datasets' audiofolder builder; options: root)",
+                    install_hint="--set options.audio.root=<folder with one sub-folder per label>"),
+        DatasetSpec(name="audio-from-disk", modalities=[MODALITY], load=load_audio_from_disk,
+                    description="a datasets.save_to_disk folder with audio and label columns (options: path)",
+                    install_hint="--set options.audio.path=<save_to_disk folder>"),
     ]
 
 

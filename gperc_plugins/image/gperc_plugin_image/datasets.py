@@ -1,4 +1,7 @@
-"""The image datasets: Fashion-MNIST, scikit-learn digits, and a per-pixel segmentation of digits.
+"""The image datasets: Fashion-MNIST, scikit-learn digits, a per-pixel segmentation of digits, and
+your own images: ``image-folder`` (``<root>/<label>/<image>``, the `datasets` ``imagefolder``
+builder) and ``image-from-disk`` (a ``save_to_disk`` folder with an image column), both through
+`gperc_core.UserData`.
 
 All load offline. A sample is ``{"image": [H, W, C] array, "target": label}``; the label is an int
 for classification and a ``[H*W]`` long tensor (one class per pixel) for segmentation.
@@ -15,9 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from gperc_core import DatasetSpec, TaskError
+from gperc_core import DatasetSpec, TaskError, UserData
 
 from . import PLUGIN
+from .arrays import read_image_file
 from .augment import build_augmentation
 
 FASHION_APT = "apt-get install dataset-fashion-mnist"
@@ -207,6 +211,54 @@ def load_digits_segmentation(split: str, options: Mapping[str, Any] | None = Non
                     SEGMENTATION_CLASSES)
 
 
+# ---------------------------------------------------------------------------- your own images
+def read_image_cell(cell: Any) -> np.ndarray:
+    """Return an image cell of a `datasets` table as ``[H, W, C]``: ``{"path"}`` is read with
+    `read_image_file` (as ``gperc predict`` reads files), ``{"bytes"}`` decoded by torchvision, an
+    array (or PIL image) taken as is (``[H, W]`` gains one channel)."""
+    if isinstance(cell, Mapping):
+        if cell.get("bytes"):
+            from torchvision.io import ImageReadMode, decode_image
+
+            data = torch.frombuffer(bytearray(cell["bytes"]), dtype=torch.uint8)
+            return decode_image(data, mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).contiguous().numpy()
+        return read_image_file(cell.get("path") or "")
+    image = np.asarray(cell)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def check_image_cell(cell: Any) -> None:
+    """Raise when the image file (or bytes) of ``cell`` is not an image PIL can verify (a cheap check:
+    the header and the chunks, no pixel decoding)."""
+    if not isinstance(cell, Mapping):
+        return
+    import io
+
+    from PIL import Image
+
+    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
+    with Image.open(source) as image:
+        image.verify()
+
+
+IMAGE_FOLDER = UserData(plugin=PLUGIN, dataset="image-folder", modality="image", read=read_image_cell,
+                        check=check_image_cell)
+IMAGE_FROM_DISK = UserData(plugin=PLUGIN, dataset="image-from-disk", modality="image", read=read_image_cell,
+                           check=check_image_cell)
+
+
+def load_image_folder(split: str, options: Mapping[str, Any] | None = None) -> Any:
+    """Your images as ``<root>/<label>/<image>`` (or ``<root>/<split>/<label>/<image>``), read by the
+    `datasets` ``imagefolder`` builder; classes are the folder names (see `gperc_core.UserData`)."""
+    return IMAGE_FOLDER.folder("imagefolder", split, image_options(options))
+
+
+def load_image_from_disk(split: str, options: Mapping[str, Any] | None = None) -> Any:
+    """A dataset saved with ``save_to_disk`` at ``options["path"]``: column ``image`` (or
+    ``options["column"]``) and ``label`` (or ``options["label_column"]``)."""
+    return IMAGE_FROM_DISK.saved(split, image_options(options))
+
+
 DATASETS = [
     DatasetSpec(name="fashion-mnist", modalities=["image"], load=load_fashion_mnist, num_classes=10,
                 description="Fashion-MNIST: 60k/10k 28x28 grey clothing images, 10 classes (Debian IDX files)",
@@ -217,4 +269,11 @@ DATASETS = [
     DatasetSpec(name="digits-segmentation", modalities=["image"], load=load_digits_segmentation, num_classes=11,
                 description="scikit-learn digits, per pixel: background or the ink of digit d (11 classes)",
                 splits=("train", "test"), install_hint="pip install scikit-learn==1.9.1"),
+    DatasetSpec(name="image-folder", modalities=["image"], load=load_image_folder,
+                description="your images as <root>/<label>/<image> or <root>/<split>/<label>/<image> "
+                            "(datasets' imagefolder builder; options: root)",
+                splits=("train", "test"), install_hint="--set options.image.root=<folder of <label>/<image>>"),
+    DatasetSpec(name="image-from-disk", modalities=["image"], load=load_image_from_disk,
+                description="a datasets.save_to_disk folder with image and label columns (options: path)",
+                splits=("train", "test"), install_hint="--set options.image.path=<save_to_disk folder>"),
 ]

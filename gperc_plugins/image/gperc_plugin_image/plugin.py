@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from gperc_core import DatasetSpec, InputArray, ModalitySpec, Option, TaskError, hookimpl, packaged_task_cards
+from gperc_core import (USER_DATA_OPTIONS, DatasetSpec, InputArray, ModalitySpec, Option, TaskError, hookimpl,
+                        packaged_task_cards)
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
 from .arrays import DEFAULT_NUM_BANDS, DEFAULT_PATCH_SIZE, REPRESENTATIONS, ArrayOptions, query_array, read_image_file
@@ -33,9 +34,11 @@ OPTIONS = {
                    choices=TASKS),
     "augment": Option((bool, list), False, "false, true (random crop) or a list of: crop, flip, rotate, affine, "
                       "erase (train split)"),
-    "root": Option(str, None, "Fashion-MNIST folder or torchvision root (default $GPERC_FASHION_MNIST, then the "
-                   "Debian package)"),
+    "root": Option(str, None, "image-folder: your <label>/<image> folder; fashion-mnist: its folder or a torchvision "
+                   "root (default $GPERC_FASHION_MNIST, then the Debian package)"),
     "max_samples": Option(int, None, "keep only the first N samples of each split (quick runs)"),
+    **{name: USER_DATA_OPTIONS[name] for name in ("path", "column", "label_column", "test_fraction", "split_seed",
+                                                  "on_error")},
 }
 
 
@@ -49,7 +52,8 @@ def gperc_register_modalities() -> list[ModalitySpec]:
 
 @hookimpl
 def gperc_register_datasets() -> list[DatasetSpec]:
-    """Fashion-MNIST, scikit-learn digits and digits segmentation."""
+    """Fashion-MNIST, scikit-learn digits, digits segmentation, and your images (image-folder,
+    image-from-disk)."""
     return list(DATASETS)
 
 

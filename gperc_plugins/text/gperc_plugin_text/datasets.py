@@ -1,4 +1,7 @@
-"""WordNet glosses labelled by lexicographer file (41 noun.* and verb.* classes), from Debian wordnet-base.
+"""The text datasets: WordNet glosses, and your own texts: ``text-files`` (a csv / tsv / json / jsonl /
+parquet table) and ``text-from-disk`` (a ``save_to_disk`` folder), through `gperc_core.UserData`.
+
+WordNet glosses labelled by lexicographer file (41 noun.* and verb.* classes), from Debian wordnet-base.
 
 ``data.noun`` and ``data.verb`` hold one synset per line (lines starting with two spaces are the
 licence header): ``offset lex_filenum ss_type w_cnt word lex_id ... | gloss``. Each synset is one
@@ -17,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from gperc_core import DatasetSpec, TaskError
+from gperc_core import DatasetSpec, TaskError, UserData
 
 from . import PLUGIN
 
@@ -135,9 +138,40 @@ def load_wordnet_glosses(split: str, options: Mapping[str, Any] | None = None) -
     return TextDataset([texts[i] for i in idx], classes[idx])
 
 
+def read_text_cell(cell: Any) -> str:
+    """Return a text cell of a table as the raw sample (a string); anything else is a `TaskError`."""
+    if not isinstance(cell, str):
+        raise TaskError(f"{PLUGIN}: text column: expected strings, got {type(cell).__name__} {cell!r}")
+    return cell
+
+
+TEXT_FILES = UserData(plugin=PLUGIN, dataset="text-files", modality="text", read=read_text_cell)
+TEXT_FROM_DISK = UserData(plugin=PLUGIN, dataset="text-from-disk", modality="text", read=read_text_cell)
+
+
+def load_text_files(split: str, options: Mapping[str, Any] | None = None) -> Any:
+    """Your texts in the table ``options["path"]`` (csv, tsv, json, jsonl or parquet; the test split in
+    ``options["test_path"]``, else a seeded ``test_fraction``): columns ``text`` and ``label`` (or
+    ``options["column"]`` / ``options["label_column"]``)."""
+    return TEXT_FILES.table(split, text_options(options))
+
+
+def load_text_from_disk(split: str, options: Mapping[str, Any] | None = None) -> Any:
+    """A dataset saved with ``save_to_disk`` at ``options["path"]``: columns ``text`` and ``label`` (or
+    ``options["column"]`` / ``options["label_column"]``)."""
+    return TEXT_FROM_DISK.saved(split, text_options(options))
+
+
 DATASETS = [
     DatasetSpec(name="wordnet-glosses", modalities=["text"], load=load_wordnet_glosses, num_classes=len(LEXNAMES),
                 description="WordNet noun and verb glosses labelled by lexicographer file (41 classes), "
                             "fixed 80/10/10 split",
                 splits=tuple(SPLITS), install_hint=WORDNET_APT),
+    DatasetSpec(name="text-files", modalities=["text"], load=load_text_files,
+                description="your texts: a csv/tsv/json/jsonl/parquet table with text and label columns "
+                            "(options: path, test_path)",
+                splits=("train", "test"), install_hint="--set options.text.path=<your .csv / .json / .parquet>"),
+    DatasetSpec(name="text-from-disk", modalities=["text"], load=load_text_from_disk,
+                description="a datasets.save_to_disk folder with text and label columns (options: path)",
+                splits=("train", "test"), install_hint="--set options.text.path=<save_to_disk folder>"),
 ]

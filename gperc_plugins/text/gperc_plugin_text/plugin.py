@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from gperc_core import (DatasetSpec, InputArray, InputError, ModalitySpec, Option, TaskError, hookimpl,
+from gperc_core import (USER_DATA_OPTIONS, DatasetSpec, InputArray, InputError, ModalitySpec, Option, TaskError, hookimpl,
                         packaged_task_cards)
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
@@ -35,6 +35,8 @@ OPTIONS = {
     "with_lemmas": Option(bool, False, "prefix each gloss with its synset's words"),
     "max_samples": Option(int, None, "keep only the first N samples of each split (quick runs)"),
     "pad_multiple": Option(int, None, "pad each batch's token ids to a multiple of this (e.g. 8)"),
+    **{name: USER_DATA_OPTIONS[name] for name in ("path", "test_path", "column", "label_column", "test_fraction",
+                                                  "split_seed")},
 }
 
 
@@ -58,7 +60,7 @@ def gperc_register_modalities() -> list[ModalitySpec]:
 
 @hookimpl
 def gperc_register_datasets() -> list[DatasetSpec]:
-    """WordNet glosses (41 lexicographer-file classes)."""
+    """WordNet glosses (41 lexicographer-file classes), and your texts (text-files, text-from-disk)."""
     return list(DATASETS)
 
 
