@@ -161,3 +161,9 @@ def test_an_old_format_checkpoint_config_loads(tmp_path):
     fused.pop("my_note")
     (tmp_path / "config.json").write_text(json.dumps(fused))
     assert read_config(tmp_path).modality_dropout == {"a": 0.1}
+
+
+@pytest.mark.parametrize("seed", [None, "4", 1.5, True, -1])
+def test_seed_must_be_a_non_negative_integer(seed):
+    with pytest.raises(ConfigError, match="seed: expected an integer >= 0"):
+        PerceiverConfig(seed=seed)

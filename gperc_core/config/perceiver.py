@@ -421,6 +421,8 @@ class PerceiverConfig:
                                   f"(one per axis of input_pos_shape), got {res!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if not isinstance(self.pos_init_std, (int, float)) or self.pos_init_std < 0:
             raise ConfigError(f"pos_init_std: expected a number >= 0, got {self.pos_init_std!r}")
         for name in ("decoder_residual", "decoder_projection", "share_weights", "encoder_residual",
