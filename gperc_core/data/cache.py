@@ -530,6 +530,24 @@ def _convert_shards(tmp: Path, convert: Callable[[int], InputArray], n: int, num
         bar.close()
 
 
+def _publish(tmp: Path, final: Path, fingerprint: str) -> None:
+    """Rename the finished folder ``tmp`` to ``final`` atomically. An intact ``final`` (another
+    builder's, where locks do not hold) wins and ``tmp`` is dropped; a broken one is moved aside
+    first; losing the rename race to another builder is fine (theirs is as good)."""
+    if final.exists():
+        if check_entry(final, fingerprint)[0] is not None:
+            return
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(OSError):
+            os.rename(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if check_entry(final, fingerprint)[0] is None:
+            raise
+
+
 def build_entry(root: Path, name: str, fingerprint: str, meta: Mapping[str, Any],
                 convert: Callable[[int], InputArray], n: int, *, num_proc: int | None = None,
                 check_grids: Callable[[set[str]], None] | None = None) -> CachedSamples:
@@ -570,11 +588,7 @@ def build_entry(root: Path, name: str, fingerprint: str, meta: Mapping[str, Any]
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(part, tmp / MANIFEST)
-            if final.exists():  # broken (open_entry said so): move it aside, then put ours in place
-                trash = root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-                os.rename(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.rename(tmp, final)
+            _publish(tmp, final, fingerprint)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     found = open_entry(final, fingerprint)
