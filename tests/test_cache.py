@@ -105,9 +105,10 @@ def test_cached_samples_are_lazy_sequences_and_pickle():
 
     task = create_task("seq/letters-dense", pm=versioned_pm())
     samples = task.data.converted("test")["seq"]
-    assert isinstance(samples, cache.CachedSamples) and samples._data is not None
+    assert isinstance(samples, cache.CachedSamples) and samples._table is not None
     clone = pickle.loads(pickle.dumps(samples))
-    assert clone._data is None and len(clone) == len(samples)
+    assert clone._table is None and len(clone) == len(samples)
+    assert clone.dataset.num_rows == len(samples)  # the same files as a datasets.Dataset
     assert same(clone[-1], samples[len(samples) - 1])
     assert [same(a, b) for a, b in zip(samples[2:5], samples.rows([2, 3, 4]))] == [True] * 3
     assert np.array_equal(samples.targets[3], samples[3].target)

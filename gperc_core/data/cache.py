@@ -169,12 +169,18 @@ def _tensor_cells(t: Any) -> tuple[bytes | None, list[int] | None, str | None]:
     return raw, list(t.shape), str(t.dtype).removeprefix("torch.")
 
 
+_NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int64": np.int64,
+          "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
 def _tensor(raw: bytes | None, shape: list[int] | None, dtype: str | None) -> torch.Tensor | None:
     if raw is None:
         return None
     kind = getattr(torch, dtype)
     if not raw:
         return torch.empty(shape, dtype=kind)
+    if dtype in _NUMPY:  # the fast path: numpy reads the bytes, one copy into a writable tensor
+        return torch.from_numpy(np.frombuffer(raw, dtype=_NUMPY[dtype]).reshape(shape).copy())
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(kind).reshape(shape)
 
 
@@ -327,7 +333,8 @@ class SelectedSamples(ConvertedSamples):
 
 
 class CachedSamples(ConvertedSamples):
-    """The samples of a cache entry: Arrow shards memory-mapped through ``datasets``, decoded per row.
+    """The samples of a cache entry: its Arrow shards memory-mapped (``pyarrow``, the format
+    ``datasets`` writes), decoded per row; ``dataset`` is the same data as a ``datasets.Dataset``.
 
     Picklable (the shards are reopened by path), so DataLoader workers can share it.
     """
@@ -336,20 +343,33 @@ class CachedSamples(ConvertedSamples):
         self.path = Path(path)
         self.manifest = dict(manifest)
         self.position = grid_from_json(manifest.get("position"))
-        self._data: Any = None
+        self._table: Any = None
 
     @property
-    def data(self) -> Any:
-        """The memory-mapped ``datasets.Dataset`` of the entry (opened on first use)."""
-        if self._data is None:
-            from datasets import Dataset, concatenate_datasets
+    def files(self) -> list[str]:
+        """The entry's Arrow files, in row order."""
+        return [str(self.path / s["file"]) for s in self.manifest["shards"]]
 
-            parts = [Dataset.from_file(str(self.path / s["file"])) for s in self.manifest["shards"]]
-            self._data = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-        return self._data
+    @property
+    def table(self) -> Any:
+        """The memory-mapped ``pyarrow.Table`` of the entry (opened on first use; no copy in RAM)."""
+        if self._table is None:
+            import pyarrow as pa
+
+            tables = [pa.ipc.open_stream(pa.memory_map(f)).read_all() for f in self.files]
+            self._table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return self._table
+
+    @property
+    def dataset(self) -> Any:
+        """The entry as a memory-mapped ``datasets.Dataset`` (for users of Hugging Face datasets)."""
+        from datasets import Dataset, concatenate_datasets
+
+        parts = [Dataset.from_file(f) for f in self.files]
+        return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "manifest": self.manifest, "position": self.position, "_data": None}
+        return {"path": self.path, "manifest": self.manifest, "position": self.position, "_table": None}
 
     def __len__(self) -> int:
         return int(self.manifest["rows"])
@@ -357,13 +377,16 @@ class CachedSamples(ConvertedSamples):
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return self.rows(range(len(self))[i])
-        return decode_row(self.data[_index(i, len(self))], self.position)
+        return decode_row(self.table.slice(_index(i, len(self)), 1).to_pylist()[0], self.position)
 
     def rows(self, indices: Sequence[int]) -> list[InputArray]:
+        import pyarrow as pa
+
         indices = [_index(i, len(self)) for i in indices]
         if not indices:
             return []
-        cols = self.data[indices]
+        whole = indices == list(range(len(self)))
+        cols = (self.table if whole else self.table.take(pa.array(indices, type=pa.int64()))).to_pydict()
         return [decode_row({k: v[j] for k, v in cols.items()}, self.position) for j in range(len(indices))]
 
 
@@ -419,7 +442,8 @@ def open_entry(path: Path, fingerprint: str | None = None) -> CachedSamples | No
         return None
     try:
         samples = CachedSamples(path, manifest)
-        len(samples.data)
+        if samples.table.num_rows != len(samples):
+            raise ValueError(f"{samples.table.num_rows} rows, manifest says {len(samples)}")
     except Exception as exc:  # noqa: BLE001 - Arrow refuses a damaged file
         warnings.warn(f"gperc cache: entry {path} is broken (Arrow: {exc}); rebuilding it", CacheWarning,
                       stacklevel=2)
