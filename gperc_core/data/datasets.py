@@ -7,6 +7,12 @@ converts every sample with ``gperc_input_array(modality, sample, options, tokeni
 each split once (``gperc_collator`` or the core's `Collator`). Multimodal tasks either read several
 modalities from one dataset or pair single-modality datasets by target (`pair_by_target`).
 
+`TaskDatasets.converted` gives a split's converted samples per modality as map-style sequences of
+`InputArray` (`gperc_core.data.cache.ConvertedSamples`): read from the on-disk cache of converted
+samples when the conversion can be fingerprinted (a whole split's entry, or one of just the rows a
+``max_*_samples`` subset needs), built there once otherwise (in parallel processes); converted in
+memory when caching is off or a plugin has no version. `collated` collates them for the in-RAM path.
+
 Position features: a plugin that declares a `PositionGrid` on its arrays carries none in them. When
 the model computes them (``input_pos_enc="fourier"`` over that grid, see
 `gperc_core.data.inference`), the data stays as is; otherwise (fused multimodal models, and runs
