@@ -19,6 +19,8 @@ _EXPORTS = {
     "installed_plugins": "gperc_core.api.catalog",
     "load_run_model": "gperc_core.api.runs",
     "open_run": "gperc_core.api.runs",
+    "cache_entries": "gperc_core.api.cache",
+    "clear_cache": "gperc_core.api.cache",
 }
 
 

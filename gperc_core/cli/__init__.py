@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 ENV_TRACEBACK = "GPERC_TRACEBACK"
 
-COMMAND_MODULES = ("plugins", "tasks", "train", "eval", "predict", "convert", "export")
+COMMAND_MODULES = ("plugins", "tasks", "train", "eval", "predict", "convert", "export", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

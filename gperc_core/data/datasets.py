@@ -7,6 +7,12 @@ converts every sample with ``gperc_input_array(modality, sample, options, tokeni
 each split once (``gperc_collator`` or the core's `Collator`). Multimodal tasks either read several
 modalities from one dataset or pair single-modality datasets by target (`pair_by_target`).
 
+`TaskDatasets.converted` gives a split's converted samples per modality as map-style sequences of
+`InputArray` (`gperc_core.data.cache.ConvertedSamples`): read from the on-disk cache of converted
+samples when the conversion can be fingerprinted (a whole split's entry, or one of just the rows a
+``max_*_samples`` subset needs), built there once otherwise (in parallel processes); converted in
+memory when caching is off or a plugin has no version. `collated` collates them for the in-RAM path.
+
 Position features: a plugin that declares a `PositionGrid` on its arrays carries none in them. When
 the model computes them (``input_pos_enc="fourier"`` over that grid, see
 `gperc_core.data.inference`), the data stays as is; otherwise (fused multimodal models, and runs
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
+from gperc_core.data.cache import ConvertedSamples, InMemorySamples, progress_bar
 from gperc_core.data.cards import TaskCard
 from gperc_core.data.registry import install_hint, modality_unavailable
 from gperc_core.errors import ConfigError, GpercError, InputError, PluginError, TaskError
@@ -177,6 +184,17 @@ def check_input_len(x: torch.Tensor, mask: torch.Tensor | None, config: Perceive
     return x, mask
 
 
+class _LazyCorpus:
+    """An iterable over the training texts that loads the split only when iterated (so a tokenizer
+    hook that ignores its corpus, e.g. every non-text plugin, never loads the raw split)."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __iter__(self) -> Any:
+        return iter(self.make())
+
+
 class TaskDatasets:
     """The data side of a task: raw splits, tokenizers, converted and collated splits (all cached).
 
@@ -195,6 +213,9 @@ class TaskDatasets:
         self.class_names: list[str] | None = None
         self._raw: dict[tuple[str, str], Any] = {}
         self._collated: dict[str, dict[str, dict[str, Any]]] = {}
+        self._converted: dict[str, dict[str, ConvertedSamples]] = {}
+        self._entries: dict[tuple[str, str, str, str], ConvertedSamples] = {}
+        self.num_proc: int | None = None  # conversion processes (None: GPERC_NUM_PROC, else min(4, CPUs))
 
     def raw_split(self, dataset: str, split: str) -> Any:
         """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
@@ -221,62 +242,95 @@ class TaskDatasets:
 
     def tokenizer(self, modality: str) -> Any:
         """Return (built once) ``modality``'s tokenizer from ``gperc_tokenizer`` with the training
-        corpus, or ``None`` when its plugin has none."""
+        corpus, or ``None`` when its plugin has none. The training split is only loaded when the hook
+        reads the corpus."""
         if modality not in self.tokenizers:
-            train = self.raw_split(self.card.dataset_for(modality), self.card.train_split)
-            corpus = (train[i][modality] for i in range(len(train)))
+            def corpus() -> Any:
+                train = self.raw_split(self.card.dataset_for(modality), self.card.train_split)
+                return (train[i][modality] for i in range(len(train)))
+
             self.tokenizers[modality], _ = self.pm.call_firstresult(
                 "gperc_tokenizer", f"split {self.card.train_split!r}", modality=modality,
-                options=self.options[modality], corpus=corpus)
+                options=self.options[modality], corpus=_LazyCorpus(corpus))
         return self.tokenizers[modality]
 
-    def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
-                split: str | None = None, indices: Sequence[int] | None = None) -> dict[str, Any]:
-        """Turn raw samples of ``modality`` into one collated batch dict (input, mask, output, target),
-        plus ``position``: the `PositionGrid` every sample declares, or ``None``.
+    def convert_sample(self, modality: str, sample: Any, target: Any, where: str) -> InputArray:
+        """Return ``gperc_input_array``'s `InputArray` for one raw sample of ``modality`` (its
+        ``target`` filled in from ``target`` when the plugin left it None); anything but an
+        `InputArray` holding a tensor is a `PluginError` naming the plugin and ``where``."""
+        array, plugin = self.pm.call_firstresult("gperc_input_array", where, modality=modality, sample=sample,
+                                                 options=self.options[modality], tokenizer=self.tokenizer(modality))
+        if array is None:
+            raise PluginError(self._no_answer(modality, "gperc_input_array", "converts its samples"))
+        if not isinstance(array, InputArray) or not isinstance(array.array, torch.Tensor):
+            got = type(array).__name__ if not isinstance(array, InputArray) else \
+                f"an InputArray whose array is a {type(array.array).__name__}"
+            raise PluginError(f"{plugin_label(self.pm, plugin)}: gperc_input_array (modality {modality!r}, "
+                              f"{where}): expected an InputArray holding a torch.Tensor, got {got}")
+        if array.target is None and target is not None:
+            array = replace(array, target=target)
+        return array
 
-        ``split`` and ``indices`` (the samples' indices in the split) only name the failing sample
-        when plugin code raises (a `PluginHookError` naming the plugin, the hook, split and index).
-        """
-        def where(i: int | None = None) -> str:
-            place = f"split {split!r}" if split else "input"
-            return place if i is None else f"{place}, sample {indices[i] if indices is not None else i}"
-
-        tokenizer = self.tokenizer(modality)
-        options = self.options[modality]
-        arrays, makers = [], set()
-        for i, sample in enumerate(samples):
-            array, plugin = self.pm.call_firstresult("gperc_input_array", where(i), modality=modality, sample=sample,
-                                                     options=options, tokenizer=tokenizer)
-            if array is None:
-                raise PluginError(self._no_answer(modality, "gperc_input_array", "converts its samples"))
-            if not isinstance(array, InputArray) or not isinstance(array.array, torch.Tensor):
-                got = type(array).__name__ if not isinstance(array, InputArray) else \
-                    f"an InputArray whose array is a {type(array.array).__name__}"
-                raise PluginError(f"{plugin_label(self.pm, plugin)}: gperc_input_array (modality {modality!r}, "
-                                  f"{where(i)}): expected an InputArray holding a torch.Tensor, got {got}")
-            makers.add(plugin)
-            if array.target is None and targets is not None:
-                array = replace(array, target=targets[i])
-            arrays.append(array)
-        maker = plugin_label(self.pm, sorted(makers)[0]) if makers else f"modality {modality!r}"
-        grids = {a.position for a in arrays}
+    def _one_grid(self, modality: str, grids: set[Any]) -> None:
+        """Raise a `PluginError` unless ``grids`` (the samples' position grids) holds one value."""
         if len(grids) > 1:
+            spec = self.pm.modalities.get(modality)
+            maker = plugin_label(self.pm, spec.plugin) if spec is not None else f"modality {modality!r}"
             raise PluginError(f"{maker}: modality {modality!r}: expected every sample to declare the same position "
                               f"grid (InputArray.position), got {len(grids)} different ones, e.g. "
                               f"{sorted(map(str, grids))[:2]}; give the samples one shape (e.g. options image_shape)")
-        collator, _ = self.pm.call_firstresult("gperc_collator", where(), modality=modality, options=options,
-                                               sentinels=False, tokenizer=tokenizer)
+
+    def convert_samples(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
+                        split: str | None = None, indices: Sequence[int] | None = None,
+                        desc: str | None = None) -> ConvertedSamples:
+        """Convert raw samples of ``modality`` in this process, in memory (no cache): an
+        `InMemorySamples` sequence of `InputArray`. ``split`` / ``indices`` (the samples' indices in
+        the split) only name a failing sample in errors."""
+        place = f"split {split!r}" if split else "input"
+        arrays = []
+        bar = progress_bar(len(samples), desc) if desc else None
+        for i, sample in enumerate(samples):
+            at = f"{place}, sample {indices[i] if indices is not None else i}"
+            arrays.append(self.convert_sample(modality, sample, targets[i] if targets is not None else None, at))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        grids = {a.position for a in arrays}
+        self._one_grid(modality, grids)
+        return InMemorySamples(arrays, next(iter(grids)) if grids else None)
+
+    def collate(self, modality: str, samples: ConvertedSamples, where: str = "input") -> dict[str, Any]:
+        """Collate converted samples of ``modality`` into one batch dict (input, mask, output, target)
+        with ``gperc_collator`` (else the core `Collator`), plus ``position`` (their `PositionGrid`)."""
+        collator, _ = self.pm.call_firstresult("gperc_collator", where, modality=modality,
+                                               options=self.options[modality], sentinels=False,
+                                               tokenizer=self.tokenizer(modality))
         if collator is None:
             from gperc_core.data.collate import Collator
 
             collator = Collator()
+        arrays = samples.rows(range(len(samples)))
         try:
             batch = collator(arrays)
         except Exception as exc:  # noqa: BLE001 - a plugin's collator, or the core's on a plugin's arrays
-            raise plugin_failure(f"{maker}: its {modality} arrays ({where()}) could not be collated by "
+            spec = self.pm.modalities.get(modality)
+            maker = plugin_label(self.pm, spec.plugin) if spec is not None else f"modality {modality!r}"
+            raise plugin_failure(f"{maker}: its {modality} arrays ({where}) could not be collated by "
                                  f"{type(collator).__name__}: {type(exc).__name__}: {exc}", exc) from exc
-        return {**batch, "position": next(iter(grids))}
+        return {**batch, "position": samples.position}
+
+    def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
+                split: str | None = None, indices: Sequence[int] | None = None) -> dict[str, Any]:
+        """Turn raw samples of ``modality`` into one collated batch dict (input, mask, output, target),
+        plus ``position``: the `PositionGrid` every sample declares, or ``None`` (no cache: inputs of
+        ``predict``).
+
+        ``split`` and ``indices`` (the samples' indices in the split) only name the failing sample
+        when plugin code raises (a `PluginHookError` naming the plugin, the hook, split and index).
+        """
+        converted = self.convert_samples(modality, samples, targets, split=split, indices=indices)
+        return self.collate(modality, converted, f"split {split!r}" if split else "input")
 
     def _no_answer(self, modality: str, hook: str, what: str) -> str:
         """Why no plugin answered ``hook`` for ``modality``: its own plugin is installed but returned
@@ -291,33 +345,106 @@ class TaskDatasets:
                           f"{install_hint(modality)}")
 
     def collated(self, split: str) -> dict[str, dict[str, Any]]:
-        """Return modality -> collated batch dict of the whole split (paired and subsampled), cached."""
-        if split in self._collated:
-            return self._collated[split]
+        """Return modality -> collated batch dict of the whole split (paired and subsampled), cached
+        in memory (the in-RAM path: model inference and evaluation of small splits)."""
+        if split not in self._collated:
+            self._collated[split] = {m: self.collate(m, samples, f"split {split!r}")
+                                     for m, samples in self.converted(split).items()}
+        return self._collated[split]
+
+    def converted(self, split: str) -> dict[str, ConvertedSamples]:
+        """Return modality -> the split's converted samples (paired and subsampled): map-style
+        sequences of `InputArray`, read from the on-disk cache (`gperc_core.data.cache`) when the
+        conversion can be fingerprinted, built there once otherwise. Kept per split."""
+        if split in self._converted:
+            return self._converted[split]
         datasets = self.card.datasets()
-        raws = {d: self.raw_split(d, split) for d in datasets}
-        if len(raws) == 1:
-            only = next(iter(raws))
-            index = {only: torch.arange(len(raws[only]))}
-        else:
-            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
         limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
+        if len(datasets) == 1:
+            only = next(iter(datasets))
+            n = self._split_len(only, split, datasets[only])
+            index = {only: torch.arange(n)}
+        else:
+            raws = {d: self.raw_split(d, split) for d in datasets}
+            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
         n = len(next(iter(index.values())))
         if n == 0:
             raise TaskError(f"task {self.card.name!r}: split {split!r} has no samples")
         if limit is not None and limit < n:
             keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
             index = {d: i[keep] for d, i in index.items()}
-        out = {}
+        out: dict[str, ConvertedSamples] = {}
         for dataset, modalities in datasets.items():
             unique, inverse = torch.unique(index[dataset], return_inverse=True)
-            samples = [raws[dataset][int(i)] for i in unique]
+            rows = [int(i) for i in unique]
             for modality in modalities:
-                collated = self.convert(modality, [s[modality] for s in samples], [s["target"] for s in samples],
-                                        split=split, indices=[int(i) for i in unique])
-                out[modality] = {k: (v[inverse] if isinstance(v, torch.Tensor) else v) for k, v in collated.items()}
-        self._collated[split] = out
+                samples = self._converted_rows(dataset, split, modality, rows)
+                identity = len(rows) == len(inverse) and bool((inverse == torch.arange(len(inverse))).all())
+                out[modality] = samples if identity else samples.select(inverse.tolist())
+        self._converted[split] = out
         return out
+
+    def _cache_key(self, dataset: str, split: str, modality: str, selection: str) -> tuple[str, str] | None:
+        """The cache entry (name, fingerprint) of converting ``selection`` of ``dataset``'s ``split``
+        for ``modality``, or None when the conversion is not cacheable (cache off, a plugin registered
+        in-process, a tokenizer without identity)."""
+        from gperc_core.data import cache
+
+        if cache.cache_root() is None:
+            return None
+        hook = getattr(self.pm.hook, "gperc_input_array", None)
+        converters = [impl.plugin_name for impl in hook.get_hookimpls()] if hook is not None else []
+        spec = self.pm.dataset(dataset)
+        plugins = cache.plugin_versions(self.pm, [*converters, spec.plugin])
+        if plugins is None:
+            return None
+        return cache.entry_key(dataset=dataset, split=split, modality=modality, options=self.options[modality],
+                               tokenizer=cache.tokenizer_identity(self.tokenizer(modality)), plugins=plugins,
+                               selection=selection)
+
+    def _split_len(self, dataset: str, split: str, modalities: Sequence[str]) -> int:
+        """The number of samples of ``dataset``'s ``split``: from a cached whole-split entry when there
+        is one (the raw split is then never loaded), else from the raw split."""
+        from gperc_core.data import cache
+
+        for modality in modalities:
+            key = self._cache_key(dataset, split, modality, "all")
+            found = cache.lookup(*key) if key is not None else None
+            if found is not None:
+                self._entries[(dataset, split, modality, "all")] = found
+                return len(found)
+        return len(self.raw_split(dataset, split))
+
+    def _converted_rows(self, dataset: str, split: str, modality: str, rows: list[int]) -> ConvertedSamples:
+        """The converted samples ``rows`` of ``dataset``'s ``split`` for ``modality``: a view of the
+        cached whole split when it exists, else the cached (or now built) entry of these rows, else
+        (not cacheable) converted in memory."""
+        from gperc_core.data import cache
+
+        whole = self._entries.get((dataset, split, modality, "all"))
+        if whole is None:
+            key = self._cache_key(dataset, split, modality, "all")
+            whole = cache.lookup(*key) if key is not None else None
+        if whole is not None:
+            return whole if rows == list(range(len(whole))) else whole.select(rows)
+        raw = self.raw_split(dataset, split)
+        selection = "all" if rows == list(range(len(raw))) else cache.selection_of(rows)
+        desc = f"converting {dataset}/{split} ({modality})"
+        key = self._cache_key(dataset, split, modality, selection)
+        if key is None:
+            return self.convert_samples(modality, [raw[i][modality] for i in rows], [raw[i]["target"] for i in rows],
+                                        split=split, indices=rows, desc=desc)
+        name, fingerprint = key
+
+        def convert_row(k: int) -> InputArray:
+            sample = raw[rows[k]]
+            return self.convert_sample(modality, sample[modality], sample["target"],
+                                       f"split {split!r}, sample {rows[k]}")
+
+        meta = {"dataset": dataset, "split": split, "modality": modality, "selection": selection, "desc": desc,
+                "task": self.card.name}
+        return cache.get_or_build(name, fingerprint, meta, convert_row, len(rows), num_proc=self.num_proc,
+                                  check_grids=lambda grids: self._one_grid(modality, grids))
 
     def to_task_data(self, collated: Mapping[str, Mapping[str, Any]], config: PerceiverConfig,
                      query: torch.Tensor | None, where: str = "input") -> TaskData:
