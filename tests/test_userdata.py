@@ -191,3 +191,19 @@ def test_corrupt_wav_named_and_bad_on_error_value_refused(tmp_path):
 def test_missing_root_names_the_option():
     with pytest.raises(TaskError, match=r"dataset 'image-folder' options\['root'\]: expected a folder"):
         create_task("image/folder")
+
+
+def test_cached_conversion_follows_changes_to_the_users_files(tmp_path):
+    """A folder dataset is volatile: its converted-sample cache entry is keyed on the files, so an
+    added image is converted on the next run instead of a stale entry being reused."""
+    from gperc_core.data import cache
+
+    root = image_folder(tmp_path / "imgs", per_class=5, split_dirs=True)
+    options = {"options.image.root": str(root)}
+    first = create_task("image/folder", **options).data.converted("train")["image"]
+    assert len(first) == 8 and isinstance(first, cache.CachedSamples)
+    again = create_task("image/folder", **options).data.converted("train")["image"]
+    assert isinstance(again, cache.CachedSamples) and len(again) == 8  # the same files: the entry is reused
+    write_png(root / "train" / "cat" / "new.png", 40)
+    changed = create_task("image/folder", **options).data.converted("train")["image"]
+    assert len(changed) == 9

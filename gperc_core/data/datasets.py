@@ -398,7 +398,13 @@ class TaskDatasets:
         plugins = cache.plugin_versions(self.pm, [*converters, spec.plugin])
         if plugins is None:
             return None
-        return cache.entry_key(dataset=dataset, split=split, modality=modality, options=self.options[modality],
+        options = dict(self.options[modality])
+        if spec.volatile:  # the user's files may have changed since the entry was built
+            source = getattr(self.raw_split(dataset, split), "fingerprint", None)
+            if not source:
+                return None
+            options["<source fingerprint>"] = str(source)
+        return cache.entry_key(dataset=dataset, split=split, modality=modality, options=options,
                                tokenizer=cache.tokenizer_identity(self.tokenizer(modality)), plugins=plugins,
                                selection=selection)
 

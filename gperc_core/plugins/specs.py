@@ -129,7 +129,10 @@ class DatasetSpec:
     modality of the dataset holding that modality's raw sample (an image array, a waveform, a
     string, a graph...) and ``"target"`` holding the label: an int for classification, or an
     integer array with one label per output query (``-100`` = ignored) for dense tasks.
-    ``install_hint`` is the exact command that makes missing data available.
+    ``install_hint`` is the exact command that makes missing data available. ``volatile`` marks a
+    dataset whose files the user may change between runs (a folder, a table): the core then loads
+    the split on every run and keys its cache of converted samples on the ``fingerprint`` attribute
+    of what ``load`` returns (no fingerprint: not cached).
     """
 
     name: str
@@ -140,6 +143,7 @@ class DatasetSpec:
     splits: Sequence[str] = ("train", "test")
     install_hint: str = ""
     plugin: str | None = None
+    volatile: bool = False
 
 
 @dataclass

@@ -38,11 +38,11 @@ def gperc_register_datasets() -> list[DatasetSpec]:
         DatasetSpec(name="spoken-digits", modalities=[MODALITY], load=load_spoken_digits, num_classes=10,
                     description="digits 0-9 spoken by espeak-ng and flite voices; test = a held-out flite voice",
                     install_hint=INSTALL_HINT),
-        DatasetSpec(name="audio-folder", modalities=[MODALITY], load=load_audio_folder,
+        DatasetSpec(name="audio-folder", volatile=True, modalities=[MODALITY], load=load_audio_folder,
                     description="your audio files as <root>/<label>/<file>.wav or <root>/<split>/<label>/<file>.wav "
                                 "(datasets' audiofolder builder; options: root)",
                     install_hint="--set options.audio.root=<folder with one sub-folder per label>"),
-        DatasetSpec(name="audio-from-disk", modalities=[MODALITY], load=load_audio_from_disk,
+        DatasetSpec(name="audio-from-disk", volatile=True, modalities=[MODALITY], load=load_audio_from_disk,
                     description="a datasets.save_to_disk folder with audio and label columns (options: path)",
                     install_hint="--set options.audio.path=<save_to_disk folder>"),
     ]

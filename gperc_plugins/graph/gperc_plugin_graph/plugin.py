@@ -53,7 +53,7 @@ def gperc_register_datasets() -> list[DatasetSpec]:
         DatasetSpec(name="karate", modalities=[MODALITY], load=load_karate, num_classes=2,
                     description="Zachary's karate club: node classification of the 34 members' clubs",
                     install_hint="pip install networkx==3.6.1"),
-        DatasetSpec(name="tu-folder", modalities=[MODALITY], load=load_tu_folder,
+        DatasetSpec(name="tu-folder", volatile=True, modalities=[MODALITY], load=load_tu_folder,
                     description="any TU-format graph classification folder (options: root, name)",
                     install_hint="set options root = '<folder with DS_A.txt, DS_graph_indicator.txt, "
                                  "DS_graph_labels.txt>'"),

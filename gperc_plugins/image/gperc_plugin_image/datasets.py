@@ -269,11 +269,11 @@ DATASETS = [
     DatasetSpec(name="digits-segmentation", modalities=["image"], load=load_digits_segmentation, num_classes=11,
                 description="scikit-learn digits, per pixel: background or the ink of digit d (11 classes)",
                 splits=("train", "test"), install_hint="pip install scikit-learn==1.9.1"),
-    DatasetSpec(name="image-folder", modalities=["image"], load=load_image_folder,
+    DatasetSpec(name="image-folder", volatile=True, modalities=["image"], load=load_image_folder,
                 description="your images as <root>/<label>/<image> or <root>/<split>/<label>/<image> "
                             "(datasets' imagefolder builder; options: root)",
                 splits=("train", "test"), install_hint="--set options.image.root=<folder of <label>/<image>>"),
-    DatasetSpec(name="image-from-disk", modalities=["image"], load=load_image_from_disk,
+    DatasetSpec(name="image-from-disk", volatile=True, modalities=["image"], load=load_image_from_disk,
                 description="a datasets.save_to_disk folder with image and label columns (options: path)",
                 splits=("train", "test"), install_hint="--set options.image.path=<save_to_disk folder>"),
 ]

@@ -167,11 +167,11 @@ DATASETS = [
                 description="WordNet noun and verb glosses labelled by lexicographer file (41 classes), "
                             "fixed 80/10/10 split",
                 splits=tuple(SPLITS), install_hint=WORDNET_APT),
-    DatasetSpec(name="text-files", modalities=["text"], load=load_text_files,
+    DatasetSpec(name="text-files", volatile=True, modalities=["text"], load=load_text_files,
                 description="your texts: a csv/tsv/json/jsonl/parquet table with text and label columns "
                             "(options: path, test_path)",
                 splits=("train", "test"), install_hint="--set options.text.path=<your .csv / .json / .parquet>"),
-    DatasetSpec(name="text-from-disk", modalities=["text"], load=load_text_from_disk,
+    DatasetSpec(name="text-from-disk", volatile=True, modalities=["text"], load=load_text_from_disk,
                 description="a datasets.save_to_disk folder with text and label columns (options: path)",
                 splits=("train", "test"), install_hint="--set options.text.path=<save_to_disk folder>"),
 ]
