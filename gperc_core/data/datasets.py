@@ -95,6 +95,35 @@ class TaskData:
         return {"input_array": x, "attention_mask": mask, "output_array": output, "target": target}
 
 
+@dataclass
+class SplitSamples:
+    """One split's converted samples: ``arrays`` modality -> map-style sequence of `InputArray` (a
+    list, an Arrow-backed or a lazily converting sequence: anything with ``len`` and ``[]``), and
+    ``rows`` modality -> ``[N]`` long: sample ``i`` of the split is ``arrays[m][rows[m][i]]``."""
+
+    arrays: dict[str, Any]
+    rows: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return int(next(iter(self.rows.values())).shape[0])
+
+
+class LazyArrays:
+    """A map-style sequence converting raw sample ``i`` of a split on access (nothing is kept): for raw
+    datasets that must not be materialised (``lazy = True``), e.g. larger than memory."""
+
+    def __init__(self, data: "TaskDatasets", modality: str, raw: Any, split: str) -> None:
+        self.data, self.modality, self.raw, self.split = data, modality, raw, split
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> InputArray:
+        sample = self.raw[int(i)]
+        return self.data.convert_one(self.modality, sample[self.modality], sample.get("target"),
+                                     f"split {self.split!r}, sample {int(i)}")
+
+
 def pair_by_target(targets: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
     """Pair samples of several datasets by label, deterministically.
 
@@ -195,6 +224,7 @@ class TaskDatasets:
         self.class_names: list[str] | None = None
         self._raw: dict[tuple[str, str], Any] = {}
         self._collated: dict[str, dict[str, dict[str, Any]]] = {}
+        self._samples: dict[str, SplitSamples] = {}
 
     def raw_split(self, dataset: str, split: str) -> Any:
         """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
@@ -230,6 +260,64 @@ class TaskDatasets:
                 options=self.options[modality], corpus=corpus)
         return self.tokenizers[modality]
 
+    def convert_one(self, modality: str, sample: Any, target: Any = None, where: str = "input") -> InputArray:
+        """Turn one raw sample of ``modality`` into its checked `InputArray` (``target`` fills in an absent
+        target); ``where`` names the sample in errors (a `PluginHookError` naming the plugin and hook)."""
+        array, plugin = self.pm.call_firstresult("gperc_input_array", where, modality=modality, sample=sample,
+                                                 options=self.options[modality], tokenizer=self.tokenizer(modality))
+        if array is None:
+            raise PluginError(self._no_answer(modality, "gperc_input_array", "converts its samples"))
+        if not isinstance(array, InputArray) or not isinstance(array.array, torch.Tensor):
+            got = type(array).__name__ if not isinstance(array, InputArray) else \
+                f"an InputArray whose array is a {type(array.array).__name__}"
+            raise PluginError(f"{plugin_label(self.pm, plugin)}: gperc_input_array (modality {modality!r}, "
+                              f"{where}): expected an InputArray holding a torch.Tensor, got {got}")
+        if array.target is None and target is not None:
+            array = replace(array, target=target)
+        return array
+
+    def convert_arrays(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
+                       split: str | None = None, indices: Sequence[int] | None = None) -> list[InputArray]:
+        """Return the `InputArray` of each raw sample of ``modality`` (targets filled in from ``targets``);
+        ``split`` / ``indices`` name a failing sample (see `convert`)."""
+        place = f"split {split!r}" if split else "input"
+        return [self.convert_one(modality, sample, targets[i] if targets is not None else None,
+                                 f"{place}, sample {indices[i] if indices is not None else i}")
+                for i, sample in enumerate(samples)]
+
+    def collator(self, modality: str, sentinels: bool = False, where: str = "input") -> Any:
+        """Return ``modality``'s batch collator: its plugin's ``gperc_collator``, else the core `Collator`."""
+        collator, _ = self.pm.call_firstresult("gperc_collator", where, modality=modality,
+                                               options=self.options[modality], sentinels=sentinels,
+                                               tokenizer=self.tokenizer(modality))
+        if collator is None:
+            from gperc_core.data.collate import Collator
+
+            collator = Collator(sentinels=sentinels)
+        return collator
+
+    def collate_arrays(self, modality: str, arrays: Sequence[InputArray], collator: Any = None,
+                       where: str = "input") -> dict[str, Any]:
+        """Collate ``arrays`` of ``modality`` into one batch dict (input, mask, output, target), plus
+        ``position``: the `PositionGrid` every sample declares, or ``None``. ``collator`` defaults to
+        `collator`; a plugin's failure is a `PluginError` naming it."""
+        maker = f"modality {modality!r}"
+        spec = self.pm.modalities.get(modality) if hasattr(self.pm, "modalities") else None
+        if spec is not None and getattr(spec, "plugin", None):
+            maker = plugin_label(self.pm, spec.plugin)
+        grids = {a.position for a in arrays}
+        if len(grids) > 1:
+            raise PluginError(f"{maker}: modality {modality!r}: expected every sample to declare the same position "
+                              f"grid (InputArray.position), got {len(grids)} different ones, e.g. "
+                              f"{sorted(map(str, grids))[:2]}; give the samples one shape (e.g. options image_shape)")
+        collator = collator if collator is not None else self.collator(modality, where=where)
+        try:
+            batch = collator(list(arrays))
+        except Exception as exc:  # noqa: BLE001 - a plugin's collator, or the core's on a plugin's arrays
+            raise plugin_failure(f"{maker}: its {modality} arrays ({where}) could not be collated by "
+                                 f"{type(collator).__name__}: {type(exc).__name__}: {exc}", exc) from exc
+        return {**batch, "position": next(iter(grids))}
+
     def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
                 split: str | None = None, indices: Sequence[int] | None = None) -> dict[str, Any]:
         """Turn raw samples of ``modality`` into one collated batch dict (input, mask, output, target),
@@ -238,45 +326,8 @@ class TaskDatasets:
         ``split`` and ``indices`` (the samples' indices in the split) only name the failing sample
         when plugin code raises (a `PluginHookError` naming the plugin, the hook, split and index).
         """
-        def where(i: int | None = None) -> str:
-            place = f"split {split!r}" if split else "input"
-            return place if i is None else f"{place}, sample {indices[i] if indices is not None else i}"
-
-        tokenizer = self.tokenizer(modality)
-        options = self.options[modality]
-        arrays, makers = [], set()
-        for i, sample in enumerate(samples):
-            array, plugin = self.pm.call_firstresult("gperc_input_array", where(i), modality=modality, sample=sample,
-                                                     options=options, tokenizer=tokenizer)
-            if array is None:
-                raise PluginError(self._no_answer(modality, "gperc_input_array", "converts its samples"))
-            if not isinstance(array, InputArray) or not isinstance(array.array, torch.Tensor):
-                got = type(array).__name__ if not isinstance(array, InputArray) else \
-                    f"an InputArray whose array is a {type(array.array).__name__}"
-                raise PluginError(f"{plugin_label(self.pm, plugin)}: gperc_input_array (modality {modality!r}, "
-                                  f"{where(i)}): expected an InputArray holding a torch.Tensor, got {got}")
-            makers.add(plugin)
-            if array.target is None and targets is not None:
-                array = replace(array, target=targets[i])
-            arrays.append(array)
-        maker = plugin_label(self.pm, sorted(makers)[0]) if makers else f"modality {modality!r}"
-        grids = {a.position for a in arrays}
-        if len(grids) > 1:
-            raise PluginError(f"{maker}: modality {modality!r}: expected every sample to declare the same position "
-                              f"grid (InputArray.position), got {len(grids)} different ones, e.g. "
-                              f"{sorted(map(str, grids))[:2]}; give the samples one shape (e.g. options image_shape)")
-        collator, _ = self.pm.call_firstresult("gperc_collator", where(), modality=modality, options=options,
-                                               sentinels=False, tokenizer=tokenizer)
-        if collator is None:
-            from gperc_core.data.collate import Collator
-
-            collator = Collator()
-        try:
-            batch = collator(arrays)
-        except Exception as exc:  # noqa: BLE001 - a plugin's collator, or the core's on a plugin's arrays
-            raise plugin_failure(f"{maker}: its {modality} arrays ({where()}) could not be collated by "
-                                 f"{type(collator).__name__}: {type(exc).__name__}: {exc}", exc) from exc
-        return {**batch, "position": next(iter(grids))}
+        arrays = self.convert_arrays(modality, samples, targets, split=split, indices=indices)
+        return self.collate_arrays(modality, arrays, where=f"split {split!r}" if split else "input")
 
     def _no_answer(self, modality: str, hook: str, what: str) -> str:
         """Why no plugin answered ``hook`` for ``modality``: its own plugin is installed but returned
@@ -290,10 +341,9 @@ class TaskDatasets:
         return broken or (f"modality {modality!r}: no installed plugin {what} ({hook} returned None); "
                           f"{install_hint(modality)}")
 
-    def collated(self, split: str) -> dict[str, dict[str, Any]]:
-        """Return modality -> collated batch dict of the whole split (paired and subsampled), cached."""
-        if split in self._collated:
-            return self._collated[split]
+    def split_rows(self, split: str) -> dict[str, torch.Tensor]:
+        """Return dataset -> the raw-sample index of each sample of ``split`` (paired across datasets by
+        target for multimodal tasks, subsampled by ``max_train_samples`` / ``max_eval_samples``)."""
         datasets = self.card.datasets()
         raws = {d: self.raw_split(d, split) for d in datasets}
         if len(raws) == 1:
@@ -308,14 +358,48 @@ class TaskDatasets:
         if limit is not None and limit < n:
             keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
             index = {d: i[keep] for d, i in index.items()}
-        out = {}
-        for dataset, modalities in datasets.items():
+        return index
+
+    def samples(self, split: str) -> "SplitSamples":
+        """Return (cached) the converted samples of ``split``: per modality a map-style sequence of
+        `InputArray` (a list today; a lazily converting sequence when the raw split says ``lazy = True``,
+        i.e. it must not be materialised) and the row of each sample in it."""
+        if split in self._samples:
+            return self._samples[split]
+        index = self.split_rows(split)
+        arrays: dict[str, Any] = {}
+        rows: dict[str, torch.Tensor] = {}
+        for dataset, modalities in self.card.datasets().items():
+            raw = self.raw_split(dataset, split)
+            if getattr(raw, "lazy", False):
+                for modality in modalities:
+                    arrays[modality] = LazyArrays(self, modality, raw, split)
+                    rows[modality] = index[dataset]
+                continue
             unique, inverse = torch.unique(index[dataset], return_inverse=True)
-            samples = [raws[dataset][int(i)] for i in unique]
+            samples = [raw[int(i)] for i in unique]
             for modality in modalities:
-                collated = self.convert(modality, [s[modality] for s in samples], [s["target"] for s in samples],
-                                        split=split, indices=[int(i) for i in unique])
-                out[modality] = {k: (v[inverse] if isinstance(v, torch.Tensor) else v) for k, v in collated.items()}
+                arrays[modality] = self.convert_arrays(modality, [s[modality] for s in samples],
+                                                       [s["target"] for s in samples], split=split,
+                                                       indices=[int(i) for i in unique])
+                rows[modality] = inverse
+        self._samples[split] = SplitSamples(arrays=arrays, rows=rows)
+        return self._samples[split]
+
+    def collated(self, split: str) -> dict[str, dict[str, Any]]:
+        """Return modality -> collated batch dict of the whole split (paired and subsampled), cached."""
+        if split in self._collated:
+            return self._collated[split]
+        converted = self.samples(split)
+        out = {}
+        for modality, arrays in converted.arrays.items():
+            rows = converted.rows[modality]
+            if isinstance(arrays, LazyArrays):
+                collated = self.collate_arrays(modality, [arrays[int(i)] for i in rows], where=f"split {split!r}")
+            else:
+                collated = self.collate_arrays(modality, arrays, where=f"split {split!r}")
+                collated = {k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in collated.items()}
+            out[modality] = collated
         self._collated[split] = out
         return out
 
@@ -355,5 +439,5 @@ class TaskDatasets:
                         trimmable=not dense and config.decoder_reduction != "eot", positions=positions)
 
 
-__all__ = ["TaskData", "TaskDatasets", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
+__all__ = ["TaskData", "TaskDatasets", "SplitSamples", "LazyArrays", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
            "check_input_len"]
