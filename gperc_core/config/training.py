@@ -19,6 +19,9 @@ class TrainingConfig:
     where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
     ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
     every epoch and the end). ``log_every`` is the step interval of training-loss lines.
+    ``num_workers`` is the DataLoader worker count (``None``: `gperc_core.data.loader.default_num_workers`,
+    ``min(2, cpus - 1)`` or ``$GPERC_NUM_WORKERS``); ``length_bucketing`` groups variable-length
+    training samples of similar length into batches (less padding).
     """
 
     epochs: int = 10
@@ -41,6 +44,8 @@ class TrainingConfig:
     keep_checkpoints: int = 1
     log_every: int = 10
     progress: bool = True
+    num_workers: int | None = None
+    length_bucketing: bool = True
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -76,6 +81,8 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"{where}.num_workers: expected an integer >= 0 or None, got {self.num_workers!r}")
         for name in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value <= 0:
