@@ -113,7 +113,9 @@ class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
 
     ``task`` is a `gperc_core.data.tasks.Task` (anything with ``name``, ``card``, ``config``,
-    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` and ``write_record(dir)``).
+    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` (the evaluation split),
+    ``train_loader(...)`` (the training batches, `gperc_core.data.loader.TrainLoader`) and
+    ``write_record(dir)``).
     ``training`` replaces the task's `TrainingConfig`; ``strategy`` says how training runs (default:
     one process on ``training.device``).
     """
