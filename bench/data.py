@@ -59,7 +59,7 @@ def measure(card: str, steps: int, warmup: int, overrides: dict[str, Any]) -> di
             close()
     total = data_s + compute_s
     return {"card": card, "steps": steps, "batch_size": trainer.cfg.batch_size,
-            "num_workers": getattr(trainer.cfg, "num_workers", None), "threads": torch.get_num_threads(),
+            "num_workers": getattr(getattr(trainer, "loader", None), "num_workers", None), "threads": torch.get_num_threads(),
             "setup_s": round(setup_s, 1), "data_s": round(data_s, 3), "compute_s": round(compute_s, 3),
             "data_share": round(data_s / max(total, 1e-9), 4), "samples_per_s": round(samples / max(total, 1e-9), 1)}
 
