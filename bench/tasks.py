@@ -51,7 +51,7 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
     trainer = Trainer(task, out_dir)
     data_s = time.perf_counter() - t0
     record: dict[str, Any] = {
-        "task": task_name, "train_samples": len(trainer.train_data), "eval_samples": len(trainer.eval_data),
+        "task": task_name, "train_samples": len(trainer.loader), "eval_samples": len(trainer.eval_data),
         "parameters": sum(p.numel() for p in trainer.model.parameters()), "epochs": trainer.cfg.epochs,
         "batch_size": trainer.cfg.batch_size, "total_steps": trainer.total_steps, "device": str(trainer.device),
         "bf16": trainer.bf16, "threads": torch.get_num_threads(), "data_s": round(data_s, 1),

@@ -71,7 +71,7 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             if strategy.world_size > 1:
                 say(strategy.describe())
             params = sum(p.numel() for _, p in strategy.named_parameters())
-            say(f"task {task.name}: {len(trainer.train_data)} train / {len(trainer.eval_data)} eval samples, "
+            say(f"task {task.name}: {len(trainer.loader)} train / {len(trainer.eval_data)} eval samples, "
                 f"{params:,} parameters{' on this rank' if strategy.world_size > 1 else ''}, device {trainer.device}, "
                 f"bf16 {'on' if trainer.bf16 else 'off'}, {trainer.total_steps} steps ({trainer.cfg.epochs} epochs); "
                 f"data ready in {time.perf_counter() - t0:.1f} s")

@@ -22,6 +22,9 @@ class TrainingConfig:
     model folder (e.g. written by ``gperc convert``) whose weights a new run starts from.
     ``tensorboard`` also writes the metrics and the run's config to ``RUN/tensorboard/``
     (`gperc_core.train.tensorboard`; needs the ``tensorboard`` package).
+    ``num_workers`` is the DataLoader worker count (``None``: `gperc_core.data.loader.default_num_workers`,
+    ``min(2, cpus - 1)`` or ``$GPERC_NUM_WORKERS``); ``length_bucketing`` groups variable-length
+    training samples of similar length into batches (less padding).
     """
 
     epochs: int = 10
@@ -46,6 +49,8 @@ class TrainingConfig:
     progress: bool = True
     init: str | None = None
     tensorboard: bool = False
+    num_workers: int | None = None
+    length_bucketing: bool = True
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -81,6 +86,8 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"{where}.num_workers: expected an integer >= 0 or None, got {self.num_workers!r}")
         for name in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value <= 0:

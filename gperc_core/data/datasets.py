@@ -102,6 +102,35 @@ class TaskData:
         return {"input_array": x, "attention_mask": mask, "output_array": output, "target": target}
 
 
+@dataclass
+class SplitSamples:
+    """One split's converted samples: ``arrays`` modality -> map-style sequence of `InputArray` (a
+    list, an Arrow-backed or a lazily converting sequence: anything with ``len`` and ``[]``), and
+    ``rows`` modality -> ``[N]`` long: sample ``i`` of the split is ``arrays[m][rows[m][i]]``."""
+
+    arrays: dict[str, Any]
+    rows: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return int(next(iter(self.rows.values())).shape[0])
+
+
+class LazyArrays:
+    """A map-style sequence converting raw sample ``i`` of a split on access (nothing is kept): for raw
+    datasets that must not be materialised (``lazy = True``), e.g. larger than memory."""
+
+    def __init__(self, data: "TaskDatasets", modality: str, raw: Any, split: str) -> None:
+        self.data, self.modality, self.raw, self.split = data, modality, raw, split
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> InputArray:
+        sample = self.raw[int(i)]
+        return self.data.convert_sample(self.modality, sample[self.modality], sample.get("target"),
+                                     f"split {self.split!r}, sample {int(i)}")
+
+
 def pair_by_target(targets: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
     """Pair samples of several datasets by label, deterministically.
 
@@ -216,6 +245,7 @@ class TaskDatasets:
         self._converted: dict[str, dict[str, ConvertedSamples]] = {}
         self._entries: dict[tuple[str, str, str, str], ConvertedSamples] = {}
         self.num_proc: int | None = None  # conversion processes (None: GPERC_NUM_PROC, else min(4, CPUs))
+        self._samples: dict[str, SplitSamples] = {}
 
     def raw_split(self, dataset: str, split: str) -> Any:
         """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
@@ -300,25 +330,64 @@ class TaskDatasets:
         self._one_grid(modality, grids)
         return InMemorySamples(arrays, next(iter(grids)) if grids else None)
 
-    def collate(self, modality: str, samples: ConvertedSamples, where: str = "input") -> dict[str, Any]:
-        """Collate converted samples of ``modality`` into one batch dict (input, mask, output, target)
-        with ``gperc_collator`` (else the core `Collator`), plus ``position`` (their `PositionGrid`)."""
+    def collator(self, modality: str, sentinels: bool = False, where: str = "input") -> Any:
+        """Return ``modality``'s batch collator: its plugin's ``gperc_collator``, else the core `Collator`."""
         collator, _ = self.pm.call_firstresult("gperc_collator", where, modality=modality,
-                                               options=self.options[modality], sentinels=False,
+                                               options=self.options[modality], sentinels=sentinels,
                                                tokenizer=self.tokenizer(modality))
         if collator is None:
             from gperc_core.data.collate import Collator
 
-            collator = Collator()
-        arrays = samples.rows(range(len(samples)))
+            collator = Collator(sentinels=sentinels)
+        return collator
+
+    def collate_arrays(self, modality: str, arrays: Sequence[InputArray], collator: Any = None,
+                       where: str = "input") -> dict[str, Any]:
+        """Collate ``arrays`` of ``modality`` into one batch dict (input, mask, output, target), plus
+        ``position``: the `PositionGrid` every sample declares, or ``None``. ``collator`` defaults to
+        `collator`; a plugin's failure is a `PluginError` naming it."""
+        grids = {a.position for a in arrays}
+        self._one_grid(modality, grids)
+        collator = collator if collator is not None else self.collator(modality, where=where)
         try:
-            batch = collator(arrays)
+            batch = collator(list(arrays))
         except Exception as exc:  # noqa: BLE001 - a plugin's collator, or the core's on a plugin's arrays
             spec = self.pm.modalities.get(modality)
             maker = plugin_label(self.pm, spec.plugin) if spec is not None else f"modality {modality!r}"
             raise plugin_failure(f"{maker}: its {modality} arrays ({where}) could not be collated by "
                                  f"{type(collator).__name__}: {type(exc).__name__}: {exc}", exc) from exc
-        return {**batch, "position": samples.position}
+        return {**batch, "position": next(iter(grids)) if grids else None}
+
+    def collate(self, modality: str, samples: ConvertedSamples, where: str = "input") -> dict[str, Any]:
+        """Collate converted samples of ``modality`` into one batch dict (`collate_arrays`), with
+        ``position`` the samples' `PositionGrid`."""
+        return {**self.collate_arrays(modality, samples.rows(range(len(samples))), where=where),
+                "position": samples.position}
+
+    def samples(self, split: str) -> "SplitSamples":
+        """Return the converted samples of ``split`` the training loader reads (`gperc_core.data.loader`):
+        per modality a map-style sequence of `InputArray` — the cached or in-memory `converted`
+        sequences, or a lazily converting `LazyArrays` when the raw split says ``lazy = True`` (it
+        must not be materialised) — and the row of each sample in it."""
+        if split in self._samples:
+            return self._samples[split]
+        datasets = self.card.datasets()
+        lazy = {d: self.raw_split(d, split) for d in datasets
+                if len(datasets) == 1 and getattr(self.raw_split(d, split), "lazy", False)}
+        if lazy:
+            (dataset, raw), = lazy.items()
+            limit = (self.training.max_train_samples if split == self.card.train_split
+                     else self.training.max_eval_samples)
+            rows = torch.arange(len(raw))
+            if limit is not None and limit < len(raw):
+                rows = torch.randperm(len(raw), generator=torch.Generator().manual_seed(1234))[:limit].sort().values
+            arrays = {m: LazyArrays(self, m, raw, split) for m in datasets[dataset]}
+            out = SplitSamples(arrays=arrays, rows={m: rows for m in arrays})
+        else:
+            converted = self.converted(split)
+            out = SplitSamples(arrays=dict(converted), rows={m: torch.arange(len(s)) for m, s in converted.items()})
+        self._samples[split] = out
+        return out
 
     def convert(self, modality: str, samples: Sequence[Any], targets: Sequence[Any] | None, *,
                 split: str | None = None, indices: Sequence[int] | None = None) -> dict[str, Any]:
@@ -488,5 +557,5 @@ class TaskDatasets:
                         trimmable=not dense and config.decoder_reduction != "eot", positions=positions)
 
 
-__all__ = ["TaskData", "TaskDatasets", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
+__all__ = ["TaskData", "TaskDatasets", "SplitSamples", "LazyArrays", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
            "check_input_len"]

@@ -85,6 +85,18 @@ class Task:
                                                         where=f"split {name!r}")
         return self._splits[name]
 
+    def train_loader(self, *, trim: bool = True, fixed_shapes: bool = False, sentinels: bool = False,
+                     pin_memory: bool = False) -> Any:
+        """Return the training split's `gperc_core.data.loader.TrainLoader` with the task's training
+        settings (batch size, seed, workers, length bucketing) and per-epoch transforms on."""
+        from gperc_core.data.loader import build_train_loader
+
+        config = self.infer_config() if self.config is None else self.config
+        t = self.training
+        return build_train_loader(self.data, self.card.train_split, config, self.query, batch_size=t.batch_size,
+                                  seed=t.seed, num_workers=t.num_workers, bucketing=t.length_bucketing, trim=trim,
+                                  fixed_shapes=fixed_shapes, sentinels=sentinels, pin_memory=pin_memory)
+
     def infer_config(self) -> PerceiverConfig:
         """Build the `PerceiverConfig` from the training split, the card's [model] and the overrides."""
         self.config, self.query = infer_config(self.data, self.overrides["model"], self.overrides["fusion"])

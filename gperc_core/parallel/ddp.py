@@ -11,7 +11,6 @@ from torch import nn
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
 from gperc_core.parallel.distributed import wrap_ddp
-from gperc_core.parallel.shards import replica_share
 from gperc_core.parallel.strategy import DistributedStrategy
 from gperc_core.train.device import to_device
 from gperc_core.train.loss import MaskedCrossEntropy
@@ -21,7 +20,7 @@ __all__ = ["DataParallel"]
 
 
 class DataParallel(DistributedStrategy):
-    """DDP over the world: rank ``r`` computes its contiguous share of every batch; the gradients are
+    """DDP over the world: rank ``r`` reads and computes its contiguous share of every batch; the gradients are
     averaged so they equal the single-process batch gradients. Every rank evaluates the whole split."""
 
     name = "ddp"
@@ -34,9 +33,12 @@ class DataParallel(DistributedStrategy):
         unused = probe.get("output_array") is not None  # then the learned output queries go unused
         self.ddp = wrap_ddp(self.module, device=self.device, find_unused_parameters=unused)
 
+    def data_shard(self) -> tuple[int, int]:
+        return self.world_size, self.ctx.rank
+
     def backward(self, batch: Mapping[str, Any], autocast: Autocast) -> float:
         self.module.train()
-        share = to_device(replica_share(batch, self.world_size, self.ctx.rank), self.device)
+        share = to_device(batch, self.device)  # this rank's share, read by its own loader
         target = share["target"]
         count = torch.tensor(float(self.loss.count(target)), dtype=torch.float64, device=self.device)
         dist.all_reduce(count)

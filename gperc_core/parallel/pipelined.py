@@ -19,7 +19,6 @@ from gperc_core.parallel.distributed import DistContext, ParallelLayout
 from gperc_core.parallel.options import ParallelOptions
 from gperc_core.parallel.pipeline import (PipelineHandle, build_pipeline, measure_block_times, merge_dicts,
                                          normalise_schedule)
-from gperc_core.parallel.shards import replica_share
 from gperc_core.parallel.strategy import DistributedStrategy
 from gperc_core.train.device import to_device
 from gperc_core.train.loss import MaskedCrossEntropy
@@ -32,6 +31,7 @@ class Pipelined(DistributedStrategy):
     """``layout.pp_size`` ranks per pipeline, ``layout.dp_size`` replicas (DDP over the replicas of a stage)."""
 
     name = "pipeline"
+    sentinels = True
 
     def __init__(self, ctx: DistContext, layout: ParallelLayout, options: ParallelOptions) -> None:
         super().__init__(ctx, layout)
@@ -76,9 +76,11 @@ class Pipelined(DistributedStrategy):
     def named_parameters(self):
         return self.handle.named_parameters()
 
+    def data_shard(self) -> tuple[int, int]:
+        return self.layout.dp_size, self.layout.dp_rank
+
     def backward(self, batch: Mapping[str, Any], autocast: Autocast) -> float:
-        share = to_device(replica_share(batch, self.layout.dp_size, self.layout.dp_rank, self.row_multiple),
-                          self.device)
+        share = to_device(batch, self.device)  # this replica's share (rows a multiple of the microbatches)
         self.handle.train()
         with autocast():
             loss = self.handle.step(share["input_array"], share["target"], share.get("attention_mask"),

@@ -112,6 +112,22 @@ def gperc_collator(modality: str, options: dict[str, Any], sentinels: bool,
     """
 
 
+@hookspec(firstresult=True)
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], tokenizer: Tokenizer | None,
+                    generator: torch.Generator, epoch: int, index: int) -> InputArray | None:
+    """Return a random variant of one converted training sample (augmentation, MLM masking), or
+    ``None``: the modality is not this plugin's, or its options ask for no transform.
+
+    Called only on training samples, once per sample per epoch, in the DataLoader workers, on the
+    deterministic result of ``gperc_input_array`` (cached once; never changed in place: return a new
+    `InputArray`). Draw every random number from ``generator`` (a CPU ``torch.Generator`` seeded
+    from the run's seed, ``epoch`` and ``index``, the sample's index in the training split), never
+    from the global RNG, so every epoch sees fresh draws and a resumed run sees the same ones as an
+    uninterrupted run. The result must keep the array's kind (token ids or float channels), its
+    element count up to the sample's own padding, and its position grid.
+    """
+
+
 HOOK_NAMES = (
     "gperc_register_modalities",
     "gperc_register_datasets",
@@ -120,6 +136,7 @@ HOOK_NAMES = (
     "gperc_input_array",
     "gperc_output_array",
     "gperc_collator",
+    "gperc_transform",
 )
 
 __all__ = ["PROJECT", "hookspec", "hookimpl", "HOOK_NAMES", "ModalitySpec", "DatasetSpec", "InputArray",

@@ -54,7 +54,8 @@ class Strategy:
 
     Attributes: ``device`` (where this process computes), ``is_main`` (the one process that prints
     and writes files), ``world_size``, ``fixed_shapes`` (batches keep their padded shapes, as a
-    pipeline's buffers need), ``row_multiple`` (a batch's rows must be a multiple of it) and
+    pipeline's buffers need), ``row_multiple`` (a batch's rows must be a multiple of it),
+    ``sentinels`` (batches carry the ``[batch]`` sentinels for an absent mask or output array) and
     ``module`` (this process's part of the model, after `prepare`).
     """
 
@@ -64,7 +65,13 @@ class Strategy:
     world_size: int = 1
     fixed_shapes: bool = False
     row_multiple: int = 1
+    sentinels: bool = False
     module: nn.Module | None = None
+
+    def data_shard(self) -> tuple[int, int]:
+        """``(replicas, replica)``: this process reads data-parallel replica ``replica``'s share (of
+        ``replicas``) of every global batch (``(1, 0)``: the whole batch)."""
+        return 1, 0
 
     # ----------------------------------------------------------------- process-wide
     def broadcast_object(self, obj: Any) -> Any:
@@ -98,8 +105,9 @@ class Strategy:
         return self.module.named_parameters()
 
     def backward(self, batch: Mapping[str, Any], autocast: Autocast) -> float:
-        """Forward and backward of the global ``batch``: gradients into this process's parameters,
-        equal to the single-process batch gradients; returns the batch loss (the same everywhere)."""
+        """Forward and backward of this replica's share ``batch`` of a global batch (see `data_shard`;
+        the trainer's loader reads only that share): gradients into this process's parameters, equal
+        to the single-process global-batch gradients; returns the global batch loss (the same everywhere)."""
         raise NotImplementedError
 
     def clip_grad_norm_(self, max_norm: float) -> float:

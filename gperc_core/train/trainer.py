@@ -6,8 +6,10 @@ One `Trainer` for every mode: a `gperc_core.train.strategy.Strategy` owns where 
 the backward of a batch, gradient clipping, the evaluation forward and the full state dict (the
 single-process strategy by default; `gperc_core.parallel.make_strategy` gives DDP, pipeline and
 pipeline x DDP). Only the strategy's main process writes logs, plots and checkpoints, always in the
-single-process layout. Data order is a pure function of ``(seed, epoch)`` and the learning rate a
-pure function of the step, so a resumed run continues bit for bit.
+single-process layout. Training batches come from the task's `gperc_core.data.loader.TrainLoader`
+(DataLoader workers, each data-parallel replica reading its own share, per-epoch transforms); the
+batches of an epoch are a pure function of ``(seed, epoch)`` and the learning rate a pure function
+of the step, so a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
 
     ``task`` is a `gperc_core.data.tasks.Task` (anything with ``name``, ``card``, ``config``,
-    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` and ``write_record(dir)``).
+    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` (the evaluation split),
+    ``train_loader(...)`` (the training batches, `gperc_core.data.loader.TrainLoader`) and
+    ``write_record(dir)``).
     ``training`` replaces the task's `TrainingConfig`; ``strategy`` says how training runs (default:
     one process on ``training.device``).
     """
@@ -125,22 +129,30 @@ class Trainer:
         self.device = self.strategy.device
         self.config = task.config if task.config is not None else task.infer_config()
         check_model_bounds(self.config.to_dict(), where="model.")  # refused by name before anything is built
-        self.train_data = task.split(task.card.train_split)
         self.eval_data = task.split(task.card.eval_split)
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
         self.loss = MaskedCrossEntropy(self.cfg.label_smoothing)
-        probe = self.train_data.batch(torch.arange(min(len(self.train_data), self.cfg.batch_size)), trim=False)
+        self.loader = task.train_loader(trim=self.trim, fixed_shapes=not self.trim,
+                                        sentinels=self.strategy.sentinels, pin_memory=self.device.type == "cuda")
+        probe = self.loader.probe(self.cfg.batch_size)
         self.strategy.prepare(task.build_model, self.config, self.cfg, self.loss, probe)
+        self.loader.shard(*self.strategy.data_shard(), self.strategy.row_multiple)
         self.model = self.strategy.module
         self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
         self.optimizer = self._build_optimizer()
-        self.steps_per_epoch = math.ceil(len(self.train_data) / self.cfg.batch_size)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.train_time = 0.0
         self.samples_seen = 0
         self.last_eval: dict[str, Any] = {}
         self.tensorboard: Any = None  # a TensorBoardLog while fit() runs with training.tensorboard
+
+    @property
+    def train_data(self) -> Any:
+        """The training split as in-memory tensors (`TaskData`; built on first use). Training itself
+        reads `loader`, never this."""
+        return self.task.split(self.task.card.train_split)
 
     @property
     def is_main(self) -> bool:
@@ -193,18 +205,17 @@ class Trainer:
     # ----------------------------------------------------------------- data
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The shuffled sample order of ``epoch``: a pure function of ``(seed, epoch)``."""
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_data), generator=generator)
+        return self.loader.sampler.order(epoch)
 
     def train_batches(self, start_step: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Yield ``(step, batch)`` from ``start_step`` to the end of training (batches are tensor slices)."""
-        bs = self.cfg.batch_size
-        for epoch in range(start_step // self.steps_per_epoch, self.cfg.epochs):
-            order = self.epoch_order(epoch)
-            first = start_step - epoch * self.steps_per_epoch if epoch == start_step // self.steps_per_epoch else 0
-            for i in range(max(0, first), self.steps_per_epoch):
-                idx = order[i * bs:(i + 1) * bs]
-                yield epoch * self.steps_per_epoch + i, self.train_data.batch(idx, trim=self.trim)
+        """Yield ``(step, batch)`` from ``start_step`` to the end of training: this process's share of
+        each global batch, from the loader (batches before ``start_step`` are skipped, not read)."""
+        spe = self.steps_per_epoch
+        first_epoch = start_step // spe
+        for epoch in range(first_epoch, self.cfg.epochs):
+            first = start_step - epoch * spe if epoch == first_epoch else 0
+            for i, batch in enumerate(self.loader.epoch(epoch, first), start=first):
+                yield epoch * spe + i, batch
 
     # ----------------------------------------------------------------- one step
     def train_step(self, batch: Mapping[str, Any]) -> float:
@@ -379,15 +390,16 @@ class Trainer:
         stop = min(self.total_steps, limit) if limit is not None else self.total_steps
         bar = self._progress(stop)
         window_loss, window_n, window_t = 0.0, 0, 0.0
+        batches = self.train_batches(self.step)
         try:
             with _TerminateAsInterrupt():
-                for step, batch in self.train_batches(self.step):
+                for step, batch in batches:
                     if step >= stop:
                         break
                     t0 = time.perf_counter()
                     loss = self.train_step(batch)
                     dt = time.perf_counter() - t0
-                    b = int(batch["target"].shape[0])
+                    b = self.loader.global_rows(step % self.steps_per_epoch)
                     self.train_time += dt
                     self.samples_seen += b
                     window_loss, window_n, window_t = window_loss + loss * b, window_n + b, window_t + dt
@@ -410,9 +422,11 @@ class Trainer:
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
+            batches.close()
             self.save_checkpoint()
             self.plot()
             raise
+        batches.close()
         if bar is not None:
             bar.close()
         if self.last_eval.get("step") != self.step:

@@ -1,18 +1,21 @@
 """Training-time augmentation with torchvision's v2 transforms (off unless a task's options ask).
 
 ``options["augment"]`` is ``false`` (default), ``true`` (the default recipe ``["crop"]``), or a list
-of names from `AUGMENTATIONS`. The datasets of this plugin apply the result to train-split samples
-only, on the raw image, before the input array is made.
+of names from `AUGMENTATIONS`. The plugin's ``gperc_transform`` hook (`augment_array`) applies it
+to training samples only, once per epoch, in the DataLoader workers: on the converted array turned
+back into its image (pixels ``[H*W, C]`` or patches ``[rows*cols, p*p*C]``), with the global RNG
+seeded from the hook's generator, so each epoch sees a fresh view and a resumed run the same ones.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from gperc_core import TaskError
+from gperc_core import InputArray, TaskError
 
 from . import PLUGIN
 
@@ -59,3 +62,39 @@ def build_augmentation(value: Any, height: int, width: int) -> Callable[[Any], t
         return out[0] if squeeze else out.permute(1, 2, 0).contiguous()
 
     return augment
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_augmentation(names: tuple[str, ...], height: int, width: int) -> Callable[[Any], torch.Tensor] | None:
+    return build_augmentation(list(names), height, width)
+
+
+def augment_array(array: InputArray, options: Mapping[str, Any], generator: torch.Generator) -> InputArray | None:
+    """Return an augmented copy of one converted image sample (``None`` when ``options`` ask for no
+    augmentation); random draws come from ``generator`` only."""
+    names = augmentation_names((options or {}).get("augment"))
+    if not names or array.position is None or len(array.position.shape) != 2:
+        return None
+    rows, cols = (int(s) for s in array.position.shape)
+    x = array.array
+    from .arrays import ArrayOptions
+
+    geometry = ArrayOptions(options)
+    if geometry.representation == "patches":
+        p = geometry.patch_size
+        c = x.shape[1] // (p * p)
+        image = x.reshape(rows, cols, p, p, c).permute(0, 2, 1, 3, 4).reshape(rows * p, cols * p, c)
+    else:
+        p, c = 1, x.shape[1]
+        image = x.reshape(rows, cols, c)
+    augment = _cached_augmentation(names, image.shape[0], image.shape[1])
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
+        torch.manual_seed(seed)
+        out = augment(image)
+    if p > 1:
+        out = out.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
+    else:
+        out = out.reshape(rows * cols, c)
+    return InputArray(array=out.to(x.dtype), mask=array.mask, output=array.output, target=array.target,
+                      position=array.position)

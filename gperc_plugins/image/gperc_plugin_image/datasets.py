@@ -22,7 +22,7 @@ from gperc_core import DatasetSpec, TaskError, UserData
 
 from . import PLUGIN
 from .arrays import read_image_file
-from .augment import build_augmentation
+from .augment import augmentation_names
 
 FASHION_APT = "apt-get install dataset-fashion-mnist"
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -42,8 +42,9 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images ``[N, H, W, C]`` with their targets, optionally augmented on access (train split);
-    ``classes`` names the classes in label order."""
+    """Images ``[N, H, W, C]`` with their targets, optionally augmented on access by ``augment`` (the
+    plugin's tasks augment per epoch through ``gperc_transform`` instead); ``classes`` names the
+    classes in label order."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, augment: Callable[[Any], Any] | None = None,
                  classes: Sequence[str] = ()) -> None:
@@ -89,8 +90,8 @@ def _limit(options: Mapping[str, Any], n: int) -> int:
 def _dataset(images: np.ndarray, targets: np.ndarray, split: str, options: Mapping[str, Any],
              classes: Sequence[str]) -> ImageDataset:
     n = _limit(options, len(images))
-    augment = build_augmentation(options.get("augment"), images.shape[1], images.shape[2]) if split == "train" else None
-    return ImageDataset(images[:n], targets[:n], augment, classes)
+    augmentation_names(options.get("augment"))  # checked here; applied per epoch by the gperc_transform hook
+    return ImageDataset(images[:n], targets[:n], None, classes)
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST

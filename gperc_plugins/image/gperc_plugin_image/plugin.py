@@ -78,6 +78,17 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
 
 
 @hookimpl
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], generator: torch.Generator
+                    ) -> InputArray | None:
+    """Training-time augmentation of one converted image (``options['augment']``), fresh every epoch."""
+    if modality != MODALITY:
+        return None
+    from .augment import augment_array
+
+    return augment_array(array, options, generator)
+
+
+@hookimpl
 def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) -> torch.Tensor | None:
     """Segmentation: one Fourier query per pixel, ``[H*W, output_dim]``; otherwise ``None``."""
     if modality != MODALITY or (options or {}).get("task", "classification") != "segmentation":

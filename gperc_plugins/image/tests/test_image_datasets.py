@@ -120,13 +120,22 @@ def test_digits_segmentation_targets_mark_the_ink_with_the_label():
         ds.load_digits_segmentation("train", {"augment": True})
 
 
-def test_augmentation_only_on_train_and_keeps_shape_and_dtype():
+def test_augmentation_per_epoch_keeps_shape_and_dtype():
+    # the datasets no longer augment: the gperc_transform hook does, on training samples, per epoch
+    from gperc_plugin_image.augment import augment_array
+    from gperc_plugin_image.plugin import gperc_input_array
+
     torch.manual_seed(0)
     train = ds.load_digits("train", {"augment": ["crop", "rotate"]})
     test = ds.load_digits("test", {"augment": True})
-    assert train.augment is not None and test.augment is None
-    out = train[0]["image"]
-    assert out.shape == (8, 8, 1) and out.dtype == torch.float32
+    assert train.augment is None and test.augment is None
+    for options in ({"augment": ["crop", "rotate"]}, {"augment": True, "representation": "patches", "patch_size": 3}):
+        converted = gperc_input_array("image", train[0]["image"], options)
+        views = [augment_array(converted, options, torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+        assert views[0].array.shape == converted.array.shape and views[0].array.dtype == torch.float32
+        assert views[0].position == converted.position
+        assert torch.equal(views[0].array, views[1].array) and not torch.equal(views[0].array, views[2].array)
+    assert augment_array(converted, {"augment": False}, torch.Generator()) is None
     augment = build_augmentation(["flip", "erase", "affine"], 6, 5)
     image = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8)
     assert augment(image).shape == (6, 5, 3) and augment(image).dtype == torch.uint8

@@ -25,8 +25,9 @@ class TextOptions:
     Keys (all optional): ``tokenizer`` ("sentencepiece" | "bytes": which tokenizer the
     ``gperc_tokenizer`` hook builds), ``vocab_size`` (SentencePiece, default 8000), ``max_len``
     (default 64; longer texts are truncated), ``add_eos`` (default true), ``task`` ("classification"
-    | "mlm"), ``mask_prob`` (default 0.15), ``mask_seed`` (int: the same masks for a text on every
-    call; default none: fresh masks every call). ``tokenizer`` (the argument) is the tokenizer object
+    | "mlm"), ``mask_prob`` (default 0.15), ``mask_seed`` (int: the same masks for a text in every
+    epoch; default none: conversion masks with seed 0, and training draws fresh masks every epoch
+    through ``gperc_transform``, `remask`). ``tokenizer`` (the argument) is the tokenizer object
     the core passes to the hooks (``None``: none built yet). Bad values raise `TaskError` naming the
     option.
     """
@@ -97,15 +98,16 @@ def token_ids(sample: Any, options: TextOptions) -> torch.Tensor:
 
 
 def mask_tokens(ids: torch.Tensor, options: TextOptions, mask_id: int, eos_id: int | None,
-                key: bytes = b"") -> tuple[torch.Tensor, torch.Tensor]:
+                key: bytes = b"", generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask about ``mask_prob`` of the non-EOS tokens of ``ids`` (at least one) with ``mask_id``.
 
     Returns ``(masked ids, labels)`` where labels hold the original id at masked positions and -100
-    elsewhere. With ``mask_seed`` the choice depends only on the seed and ``key`` (the text).
+    elsewhere. The choice is drawn from ``generator`` when given, else it depends only on
+    ``mask_seed`` (0 when unset) and ``key`` (the text): conversion is deterministic.
     """
-    generator = None
-    if options.mask_seed is not None:
-        generator = torch.Generator().manual_seed(options.mask_seed * 1_000_003 + zlib.crc32(key))
+    if generator is None:
+        seed = options.mask_seed if options.mask_seed is not None else 0
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key))
     eligible = ids != eos_id if eos_id is not None else torch.ones_like(ids, dtype=torch.bool)
     if not bool(eligible.any()):
         eligible = torch.ones_like(ids, dtype=torch.bool)
@@ -133,3 +135,22 @@ def text_input_array(sample: Any, options: TextOptions) -> InputArray:
     target = torch.nn.functional.pad(labels, (0, pad), value=IGNORE)
     mask = torch.arange(options.max_len) < ids.shape[0]
     return InputArray(array=array, mask=mask, target=target)
+
+
+def remask(array: InputArray, options: TextOptions, generator: torch.Generator) -> InputArray | None:
+    """Return an MLM sample (from `text_input_array`) masked afresh with ``generator`` (the
+    ``gperc_transform`` hook: new masks every epoch), or ``None`` when nothing is to change
+    (classification, or ``mask_seed`` fixes the masks)."""
+    if options.task != "mlm" or options.mask_seed is not None or array.target is None or array.mask is None:
+        return None
+    tokenizer = options.tokenizer()
+    n = int(array.mask.sum())
+    target = torch.as_tensor(array.target)
+    ids = torch.where(target != IGNORE, target, array.array)[:n]
+    masked, labels = mask_tokens(ids, options, int(getattr(tokenizer, "mask_id", 3)),
+                                 getattr(tokenizer, "eos_id", None) if options.add_eos else None,
+                                 generator=generator)
+    pad = array.array.shape[0] - n
+    return InputArray(array=torch.cat([masked, array.array[n:]]),
+                      mask=array.mask, target=torch.nn.functional.pad(labels, (0, pad), value=IGNORE),
+                      output=array.output, position=array.position)

@@ -29,7 +29,7 @@ OPTIONS = {
     "task": Option(str, "classification", "'classification' or 'mlm' (masked ids padded to max_len, labels per "
                    "position)", choices=TASKS),
     "mask_prob": Option(float, 0.15, "MLM: share of tokens masked (at least one per text)"),
-    "mask_seed": Option(int, None, "MLM: fixed masks per text from this seed (default: fresh masks on every call)"),
+    "mask_seed": Option(int, None, "MLM: fixed masks per text from this seed (default: fresh masks every training epoch)"),
     "root": Option(str, None, "folder of WordNet's data.noun / data.verb (default $GPERC_WORDNET, then "
                    "/usr/share/wordnet)"),
     "with_lemmas": Option(bool, False, "prefix each gloss with its synset's words"),
@@ -96,6 +96,17 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any], token
     if isinstance(sample, dict) and MODALITY in sample:
         sample = sample[MODALITY]
     return text_input_array(sample, TextOptions(options, tokenizer))
+
+
+@hookimpl
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], tokenizer: Any,
+                    generator: Any) -> InputArray | None:
+    """MLM: fresh masks for every epoch (unless ``mask_seed`` fixes them); nothing for classification."""
+    if modality != MODALITY:
+        return None
+    from .arrays import remask
+
+    return remask(array, TextOptions(options, tokenizer), generator)
 
 
 @hookimpl
