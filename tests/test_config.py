@@ -167,3 +167,15 @@ def test_an_old_format_checkpoint_config_loads(tmp_path):
 def test_seed_must_be_a_non_negative_integer(seed):
     with pytest.raises(ConfigError, match="seed: expected an integer >= 0"):
         PerceiverConfig(seed=seed)
+
+
+@pytest.mark.parametrize("value", ["x", "0", "-2", "1.5"])
+def test_environment_integers_name_the_variable(monkeypatch, value):
+    from gperc_core.config.env import env_int
+    from gperc_core.data.cache import default_num_proc
+
+    monkeypatch.setenv("GPERC_NUM_PROC", value)
+    with pytest.raises(ConfigError, match=rf"GPERC_NUM_PROC: expected an integer >= 1 in the environment, got '{value}'"):
+        default_num_proc()
+    monkeypatch.setenv("GPERC_TEST_INT", " 7 ")
+    assert env_int("GPERC_TEST_INT", 0) == 7 and env_int("GPERC_UNSET_INT", 0) is None

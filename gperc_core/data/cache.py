@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from gperc_core._version import __version__ as CORE_VERSION
+from gperc_core.config.env import env_int
 from gperc_core.errors import GpercError
 from gperc_core.plugins.specs import InputArray, PositionGrid
 
@@ -86,14 +87,8 @@ def converted_root(root: Path | None = None) -> Path:
 
 def default_num_proc() -> int:
     """Return the number of conversion processes: ``$GPERC_NUM_PROC``, else min(4, CPU count)."""
-    value = os.environ.get(ENV_NUM_PROC, "").strip()
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise GpercError(f"{ENV_NUM_PROC}: expected a positive integer, got {value!r}") from None
-        if n < 1:
-            raise GpercError(f"{ENV_NUM_PROC}: expected a positive integer, got {n}")
+    n = env_int(ENV_NUM_PROC, 1)
+    if n is not None:
         return n
     return max(1, min(4, os.cpu_count() or 1))
 

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gperc_core.config.env import env_int
 from gperc_core.errors import ConfigError
 from gperc_core.model.sentinels import (IGNORE_INDEX, mask_sentinel, output_sentinel, resolve_mask,
                                         resolve_output_array)
@@ -54,14 +55,8 @@ _MASK64 = (1 << 63) - 1
 def default_num_workers() -> int:
     """The worker count when ``training.num_workers`` is unset: ``$GPERC_NUM_WORKERS``, else
     ``min(2, cpus - 1)`` (no workers on one core; two are enough to hide conversion-free loading)."""
-    value = os.environ.get(WORKERS_ENV)
-    if value not in (None, ""):
-        try:
-            workers = int(value)
-        except ValueError:
-            raise ConfigError(f"{WORKERS_ENV}: expected an integer >= 0 in the environment, got {value!r}") from None
-        if workers < 0:
-            raise ConfigError(f"{WORKERS_ENV}: expected an integer >= 0 in the environment, got {value!r}")
+    workers = env_int(WORKERS_ENV, 0)
+    if workers is not None:
         return workers
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(2, cpus - 1))
