@@ -28,7 +28,18 @@ _PERM = torch.randperm(len(Y), generator=torch.Generator().manual_seed(0))
 TRAIN, TEST = _PERM[:1347], _PERM[1347:]
 
 
-def run(name: str, steps: int = 100, **overrides) -> float:
+def standardize() -> None:
+    """Standardise the pixels to mean 0, std 1 (training-split statistics) for the variants that follow."""
+    global X
+    X = (X - X[TRAIN].mean()) / X[TRAIN].std()
+
+
+def lecun(module: torch.nn.Linear, gain: float = 1.0) -> None:
+    """Re-initialise ``module``'s weight from N(0, gain^2 / fan_in)."""
+    module.weight.data.normal_(0.0, gain * module.in_features ** -0.5)
+
+
+def run(name: str, steps: int = 100, lr: float = 2e-3, **overrides) -> float:
     """Train one variant (config ``overrides`` on the digits card's model) and print its curve; returns accuracy."""
     base = dict(input_len=64, input_dim=1, input_pos_enc="fourier", input_pos_shape=[8, 8], fourier_num_bands=4,
                 latent_len=32, latent_dim=64, num_heads=4, num_layers=2, ffw_latent=128, ffw_output=128,
@@ -36,7 +47,7 @@ def run(name: str, steps: int = 100, **overrides) -> float:
     base.update(overrides)
     torch.manual_seed(0)
     model = Perceiver(PerceiverConfig(**base))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(steps):

@@ -67,6 +67,9 @@ _DEFAULTS: dict[str, Any] = {
     "cross_widening": None,
     "self_widening": None,
     "share_weights": False,
+    # the encoder key projection starts at N(0, gain^2 / fan_in) so latents read a few inputs, not their mean
+    # (gperc_core.model.init; 0 keeps PyTorch's default initialisation)
+    "encoder_key_init_gain": 6.0,
     # a multimodal model (`gperc_core.model.fusion.ModalityFusion`): modality -> {input_len, input_dim,
     # input_type, input_num_tokens}, and the probability that training hides a modality of a sample
     "fusion": None,
@@ -425,6 +428,9 @@ class PerceiverConfig:
             raise ConfigError(f"seed: expected an integer >= 0, got {self.seed!r}")
         if not isinstance(self.pos_init_std, (int, float)) or self.pos_init_std < 0:
             raise ConfigError(f"pos_init_std: expected a number >= 0, got {self.pos_init_std!r}")
+        gain = self.encoder_key_init_gain
+        if not isinstance(gain, (int, float)) or isinstance(gain, bool) or not 0 <= gain < float("inf"):
+            raise ConfigError(f"encoder_key_init_gain: expected a finite number >= 0, got {gain!r}")
         for name in ("decoder_residual", "decoder_projection", "share_weights", "encoder_residual",
                      "fourier_concat_pos", "fourier_sine_only", "encoder_only", "tie_output_embedding"):
             if not isinstance(getattr(self, name), bool):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gperc_core.model.attention import Block
+from gperc_core.model.init import scaled_normal_
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.errors import ConfigError, InputError, describe
 from gperc_core.model.position import build_position_encoding, fourier_features, sinusoid_encoding
@@ -237,6 +238,8 @@ class EncoderBlock(nn.Module):
         self.block = Block(kv_dim=c.input_embed_dim, q_dim=c.latent_dim, num_heads=c.n_cross_heads,
                            ffw_dim=c.encoder_ffw, dropout=c.dropout, add_residual=c.encoder_residual,
                            qk_dim=c.cross_qk, v_dim=c.cross_v)
+        if c.encoder_key_init_gain:
+            scaled_normal_(self.block.attention.key, c.encoder_key_init_gain)
 
     def forward(self, input_array: torch.Tensor, latent_array: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, return_attention: bool = False):

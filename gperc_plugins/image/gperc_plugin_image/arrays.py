@@ -111,7 +111,8 @@ class ArrayOptions:
 
     Keys (all optional): ``representation`` ("pixels" | "patches"), ``patch_size`` (int),
     ``num_bands`` (int), ``max_resolution`` (list of 2 numbers), ``image_shape`` ([H, W] or
-    [H, W, C]), ``channels`` (int). Bad values raise `TaskError` naming the option.
+    [H, W, C]), ``channels`` (int), ``normalize`` (``[mean, std]`` or ``[[mean per channel],
+    [std per channel]]`` of the ``[0, 1]`` pixels). Bad values raise `TaskError` naming the option.
     """
 
     def __init__(self, options: Mapping[str, Any] | None) -> None:
@@ -138,6 +139,7 @@ class ArrayOptions:
         if channels is None and self.image_shape is not None and len(self.image_shape) == 3:
             channels = self.image_shape[2]
         self.channels = _positive("channels", channels) if channels is not None else None
+        self.normalize = _normalization(options.get("normalize"), self.channels)
 
     def image(self, sample: Any) -> torch.Tensor:
         """Return ``sample`` checked against these options as float ``[H, W, C]``."""
@@ -148,7 +150,14 @@ class ArrayOptions:
         return image
 
     def array(self, image: torch.Tensor) -> torch.Tensor:
-        """Return the input array of a checked image in this representation (no position channels)."""
+        """Return the input array of a checked image in this representation (no position channels),
+        standardised per channel when ``normalize`` is set."""
+        if self.normalize is not None:
+            mean, std = self.normalize
+            if mean.numel() not in (1, image.shape[2]):
+                raise _fail("sample", f"an image with {mean.numel()} channel(s) (options['normalize'])",
+                            f"shape {list(image.shape)}")
+            image = (image - mean) / std
         if self.representation == "patches":
             return patch_array(image, self.patch_size)
         return pixel_array(image)
@@ -167,6 +176,28 @@ class ArrayOptions:
             rows, cols = patch_grid(height, width, self.patch_size)
             return rows * cols, self.patch_size ** 2 * channels
         return height * width, channels
+
+
+def _normalization(value: Any, channels: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Check the ``normalize`` option; returns ``(mean, std)`` as float tensors of 1 or C values."""
+    if value is None:
+        return None
+
+    def numbers(x: Any) -> list[float] | None:
+        items = x if isinstance(x, (list, tuple)) else [x]
+        if not items or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            return None
+        return [float(v) for v in items]
+
+    pair = (list(value) if isinstance(value, (list, tuple)) and len(value) == 2 else None)
+    mean, std = (numbers(pair[0]), numbers(pair[1])) if pair else (None, None)
+    if mean is None or std is None or len(mean) != len(std) or any(s <= 0 for s in std):
+        raise TaskError(f"{PLUGIN}: options['normalize']: expected [mean, std] or [[means], [stds]] with every "
+                        f"std > 0 (statistics of the [0, 1] pixels), got {value!r}")
+    if channels is not None and len(mean) not in (1, channels):
+        raise TaskError(f"{PLUGIN}: options['normalize']: expected 1 or {channels} values per statistic "
+                        f"(options['channels']), got {len(mean)}")
+    return torch.tensor(mean), torch.tensor(std)
 
 
 def _positive(name: str, value: Any) -> int:

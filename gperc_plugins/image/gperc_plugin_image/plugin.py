@@ -36,6 +36,9 @@ OPTIONS = {
                       "erase (train split)"),
     "root": Option(str, None, "image-folder: your <label>/<image> folder; fashion-mnist: its folder or a torchvision "
                    "root (default $GPERC_FASHION_MNIST, then the Debian package)"),
+    "normalize": Option(list, None, "[mean, std] or [[means], [stds]] per channel of the [0, 1] pixels: each "
+                        "pixel becomes (value - mean) / std, so content is on the scale of the position "
+                        "features (see docs: the dead start)"),
     "max_samples": Option(int, None, "keep only the first N samples of each split (quick runs)"),
     **{name: USER_DATA_OPTIONS[name] for name in ("path", "column", "label_column", "test_fraction", "split_seed",
                                                   "on_error")},
