@@ -80,6 +80,10 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     from .arrays import ArrayOptions
 
     geometry = ArrayOptions(options)
+    if geometry.normalize is not None:  # augment the [0, 1] pixels: padding and erasing fill with black
+        mean, std = geometry.normalize
+        c = x.shape[1] // (geometry.patch_size ** 2 if geometry.representation == "patches" else 1)
+        x = _per_channel(x, c, lambda v: v * std + mean)
     if geometry.representation == "patches":
         p = geometry.patch_size
         c = x.shape[1] // (p * p)
@@ -96,5 +100,12 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
         out = out.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
     else:
         out = out.reshape(rows * cols, c)
+    if geometry.normalize is not None:
+        out = _per_channel(out, c, lambda v: (v - mean) / std)
     return InputArray(array=out.to(x.dtype), mask=array.mask, output=array.output, target=array.target,
                       position=array.position)
+
+
+def _per_channel(x: torch.Tensor, channels: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to ``x`` (``[elements, k * channels]``, channels last) viewed as ``[..., channels]``."""
+    return fn(x.reshape(*x.shape[:-1], -1, channels)).reshape(x.shape)

@@ -141,3 +141,27 @@ def test_image_config_bad_arguments(kwargs, name):
     args = {"image_shape": (28, 28, 1), "latent_len": 8, "latent_dim": 16, "n_classes": 10, **kwargs}
     with pytest.raises(ConfigError, match=name):
         ImageConfig(**args)
+
+
+@pytest.mark.parametrize("representation", ["pixels", "patches"])
+def test_normalize_standardises_and_augmentation_pads_with_black(representation):
+    from gperc_core import InputArray
+    from gperc_plugin_image.augment import augment_array
+
+    image = torch.rand(8, 8, 1)
+    plain_options = {"representation": representation, "patch_size": 4, "augment": ["crop"]}
+    options = {**plain_options, "normalize": [0.3, 0.4]}
+    plain, normal = ArrayOptions(plain_options), ArrayOptions(options)
+    assert torch.allclose(normal.array(image), (plain.array(image) - 0.3) / 0.4)
+    outs = [augment_array(InputArray(array=g.array(image), position=g.grid(8, 8)), o, torch.Generator().manual_seed(3))
+            for g, o in ((plain, plain_options), (normal, options))]
+    assert (outs[0].array == 0).any()  # the crop padded with black
+    assert torch.allclose((outs[0].array - 0.3) / 0.4, outs[1].array, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.5, [0.5], [0.5, 0], [[0.1, 0.2], [0.3]], ["a", 1], True])
+def test_bad_normalize_names_the_option(value):
+    with pytest.raises(TaskError, match=r"options\['normalize'\]: expected"):
+        ArrayOptions({"normalize": value})
+    with pytest.raises(TaskError, match=r"options\['normalize'\]: expected 1 or 3"):
+        ArrayOptions({"normalize": [[0.1, 0.2], [0.3, 0.4]], "channels": 3})
