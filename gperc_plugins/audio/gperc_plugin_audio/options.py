@@ -76,6 +76,11 @@ DATASET_OPTIONS: dict[str, Option] = {
         "flite_stretches", "flite_pitches")},
 }
 
+AUGMENT_OPTIONS: dict[str, Option] = {
+    "augment": Option((bool, list), False, "training-time masks of frames: false, true (freq_mask + time_mask) or "
+                      "a list of: freq_mask, time_mask, time_shift (gperc_plugin_audio.augment)"),
+}
+
 
 @dataclass(frozen=True)
 class AudioOptions:
@@ -162,4 +167,5 @@ def _bad(name: str, expected: str, got: Any) -> None:
 def declared_options() -> dict[str, Option]:
     """The audio modality's declared options: every `AudioOptions` field (its type, default and
     `OPTION_DOCS` line) plus the dataset keys of `DATASET_OPTIONS`."""
-    return {**dataclass_options(AudioOptions, OPTION_DOCS, _OPTION_TYPES, _CHOICES), **DATASET_OPTIONS}
+    return {**dataclass_options(AudioOptions, OPTION_DOCS, _OPTION_TYPES, _CHOICES), **DATASET_OPTIONS,
+            **AUGMENT_OPTIONS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl, packaged_task_cards
 
@@ -10,6 +10,9 @@ from . import PLUGIN_NAME
 from .datasets import load_audio_folder, load_audio_from_disk, load_spoken_digits
 from .options import declared_options
 from .synth import INSTALL_HINT
+
+if TYPE_CHECKING:
+    import torch
 
 MODALITY = "audio"
 
@@ -69,4 +72,16 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     return InputArray(array=array, position=position_grid(opts, array.shape[0]))
 
 
-__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array", "PLUGIN_NAME"]
+@hookimpl
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], generator: torch.Generator
+                    ) -> InputArray | None:
+    """Training-time SpecAugment of one converted clip (``options['augment']``), fresh every epoch."""
+    if modality != MODALITY:
+        return None
+    from .augment import augment_array
+
+    return augment_array(array, options, generator)
+
+
+__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array",
+           "gperc_transform", "PLUGIN_NAME"]
