@@ -42,8 +42,9 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Return this process's resident-set high-water mark in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Return this process's resident-set high-water mark in MiB (ru_maxrss is KiB on Linux; the kernel
+    updates it lazily, so it can trail the current resident set, which is a lower bound)."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current_rss_mb())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
