@@ -229,3 +229,45 @@ def test_input_space_row_groups_equal_reference():
         torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-8)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_encoder_path_choice_under_cpu_half_precision():
+    """The cifar-shaped encoder (C=64 over 1024 inputs, 8 heads of 32) attends in the input space
+    when its matmuls run in bf16 on CPU (head-wide bf16 products are slow there, issue 11) and
+    projects K/V in fp32, where projecting costs fewer FLOPs; a narrow input (C=32, "long") takes
+    the input space in both."""
+    cifar = MultiHeadAttention(q_dim=256, kv_dim=64, num_heads=8)
+    assert not cifar._use_input_space(128, 1024)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cifar._use_input_space(128, 1024)
+    assert MultiHeadAttention(q_dim=256, kv_dim=64, num_heads=8).bfloat16()._use_input_space(128, 1024)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert not cifar._use_input_space(128, 1024)
+    narrow = MultiHeadAttention(q_dim=512, kv_dim=32, num_heads=8)
+    assert narrow._use_input_space(256, 65536)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert narrow._use_input_space(256, 65536)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bf16_autocast_paths_match_fp32(masked):
+    """Under bf16 autocast the encoder's input-space path and the latent self-attention's explicit
+    path give the fp32 result (and gradients) within bf16 tolerance."""
+    torch.manual_seed(3)
+    enc = Block(kv_dim=64, q_dim=64, num_heads=4, ffw_dim=128)
+    proc = Block(kv_dim=64, q_dim=64, num_heads=4, ffw_dim=128, self_attention=True)
+    kv = torch.randn(2, 96, 64, requires_grad=True)
+    q = torch.randn(2, 16, 64)
+    mask = torch.ones(2, 96, dtype=torch.bool)
+    if masked:
+        mask[1, 50:] = False
+    enc.attention._use_input_space = lambda n, m: False  # fp32 reference: projected K/V, fused kernel
+    ref = proc(None, enc(kv, q, mask)[0])[0]
+    (ref_grad,) = torch.autograd.grad(ref.square().mean(), kv)
+    del enc.attention._use_input_space  # the class's choice: input space under bf16 autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert enc.attention._use_input_space(16, 96)
+        out = proc(None, enc(kv, q, mask)[0])[0]
+    (grad,) = torch.autograd.grad(out.float().square().mean(), kv)
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(grad, ref_grad, atol=2e-3, rtol=1e-1)

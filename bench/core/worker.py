@@ -42,8 +42,9 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Return this process's resident-set high-water mark in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Return this process's resident-set high-water mark in MiB (ru_maxrss is KiB on Linux; the kernel
+    updates it lazily, so it can trail the current resident set, which is a lower bound)."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current_rss_mb())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,17 +59,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="stop timing after this many seconds of steps (at least one timed step)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of one step to this path")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (peak memory is then the CUDA allocator's)")
+    p.add_argument("--sdpa", default="any", choices=("any", "flash"),
+                   help="'flash': restrict scaled_dot_product_attention to the flash kernel, then the "
+                        "memory-efficient one (CUDA)")
     return p.parse_args(argv)
 
 
 def train_step(model, forward, x, y, precision: str):
-    """Run one training step (no optimizer); returns the loss as a float."""
+    """Run one training step (no optimizer); returns the loss as a float (which waits for the device)."""
     import torch
     import torch.nn.functional as F
 
     for p in model.parameters():
         p.grad = None
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         logits = forward(x)
     loss = F.cross_entropy(logits.float(), y)
     loss.backward()
@@ -87,21 +92,31 @@ def measure(args: argparse.Namespace) -> dict:
     record: dict = {"impl": args.impl, "shape": shape.name, "precision": args.precision,
                     "version": impl.version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "base_rss_mb": round(current_rss_mb(), 1)}
+    device = torch.device(args.device)
+    record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     torch.manual_seed(0)
     model, forward = impl.build(shape)
-    model.train()
+    model.to(device).train()
     record["parameters"] = sum(p.numel() for p in model.parameters())
-    x = torch.randn(shape.b, shape.m, shape.c)
-    y = torch.randint(0, shape.classes, (shape.b,))
+    x = torch.randn(shape.b, shape.m, shape.c, device=device)
+    y = torch.randint(0, shape.classes, (shape.b,), device=device)
     record["model_rss_mb"] = round(current_rss_mb(), 1)
+    if args.sdpa == "flash":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernels = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], set_priority=True)
+        kernels.__enter__()  # for the rest of this process
+        record["sdpa"] = "flash, then memory-efficient"
     for _ in range(args.warmup):
         train_step(model, forward, x, y, args.precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
     cpu_times: list[float] = []
     start = time.perf_counter()
     for _ in range(args.steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = train_step(model, forward, x, y, args.precision)
+        loss = train_step(model, forward, x, y, args.precision)  # float(loss) synchronises the device
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
         if args.max_seconds and time.perf_counter() - start > args.max_seconds:
@@ -112,6 +127,8 @@ def measure(args: argparse.Namespace) -> dict:
     record.update(status="ok", loss=loss, step_times_s=[round(t, 4) for t in times], median_s=round(median, 4),
                   min_s=round(min(times), 4), step_cpu_s=[round(t, 4) for t in cpu_times],
                   samples_per_s=round(shape.b / median, 3), peak_rss_mb=round(peak_rss_mb(), 1))
+    if device.type == "cuda":
+        record["peak_device_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return record
 
 

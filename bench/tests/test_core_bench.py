@@ -39,6 +39,32 @@ def test_encoder_flops_are_linear_in_input_length():
     assert (e_huge - fixed) == 16 * (e_long - fixed)
 
 
+def test_counted_flops_include_the_cpu_attention_kernels():
+    """Issue 11: the torch FLOP counter skipped the CPU flash-attention kernels, so gperc's fp32 step
+    counted no attention products while its bf16 step (written-out attention) did. Counted with
+    them, fp32 and bf16 agree on the same path, up to the flash backward's recomputed scores."""
+    import torch
+
+    from core import impl_gperc
+
+    s = Shape("t", b=2, m=64, c=16, n=16, d=32, h=2, layers=1)
+    torch.manual_seed(0)
+    model, forward = impl_gperc.build(s)
+    for block in model.modules():
+        if hasattr(block, "_use_input_space"):
+            block._use_input_space = lambda n, m: False  # the same (projected) path in both precisions
+    x, y = torch.randn(s.b, s.m, s.c), torch.randint(0, s.classes, (s.b,))
+    fp32 = flops.counted_step_flops(model, forward, x, y, "fp32")
+    bf16 = flops.counted_step_flops(model, forward, x, y, "bf16")
+    assert fp32["_scaled_dot_product_flash_attention_for_cpu"] > 0
+    assert fp32["_scaled_dot_product_flash_attention_for_cpu_backward"] > 0
+    attention_fp32 = sum(v for k, v in fp32.items() if "attention" in k)
+    assert bf16["bmm"] > 0 and "_scaled_dot_product_flash_attention_for_cpu" not in bf16
+    # explicit bf16 attention: forward 2 products, backward 4; the flash backward recomputes the scores (5)
+    assert bf16["bmm"] == pytest.approx(attention_fp32 * 6 / 7, rel=0.02)
+    assert fp32["total"] - attention_fp32 == bf16["total"] - bf16["bmm"]
+
+
 def test_unknown_shape_names_the_known_ones():
     with pytest.raises(ValueError, match="cifar"):
         get_shape("cifra")

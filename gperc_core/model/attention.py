@@ -45,6 +45,20 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
+NARROW_MATMUL_WIDTH = 64
+"""Below this inner/outer width, half-precision CPU matmuls slow down about in proportion (bench/NOTES.md)."""
+
+
+def _half_matmuls_on_cpu(weight: torch.Tensor) -> bool:
+    """True when the matmuls of a module with this ``weight`` run in bf16/fp16 on CPU: the weight is
+    half precision, or CPU autocast to a half-precision dtype is on."""
+    if weight.device.type != "cpu":
+        return False
+    if weight.dtype in (torch.bfloat16, torch.float16):
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
+
+
 @torch.compiler.assume_constant_result
 def _cpu_threads() -> int:
     """The intra-op thread count (a constant of the compiled graph)."""
@@ -107,8 +121,15 @@ class MultiHeadAttention(nn.Module):
 
             m = int(size_hint(m))
         widths = self.qk_dim + self.v_dim
-        projected = m * self.kv_dim * widths + m * n * widths
-        input_space = 2 * m * n * self.kv_dim * self.num_heads + n * widths * self.kv_dim
+        # half-precision matmuls on CPU run at a rate that falls with their narrowest dimension below
+        # NARROW_MATMUL_WIDTH: the projected path's score and value products are head_dim wide, the
+        # input-space path's kv_dim wide (bench/NOTES.md, issue 11)
+        slow_qk = slow_kv = 1.0
+        if _half_matmuls_on_cpu(self.key.weight):
+            slow_qk = max(1.0, NARROW_MATMUL_WIDTH / self.head_dim)
+            slow_kv = max(1.0, NARROW_MATMUL_WIDTH / self.kv_dim)
+        projected = m * self.kv_dim * widths + m * n * widths * slow_qk
+        input_space = 2 * m * n * self.kv_dim * self.num_heads * slow_kv + n * widths * self.kv_dim
         return input_space < projected
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -295,7 +295,7 @@ def free_port() -> int:
 
 
 def _worker_main(rank: int, fn: Callable[..., Any], world_size: int, init_method: str, timeout_s: float,
-                 threads: int, args: tuple, results: Any, log_dir: str | None) -> None:
+                 threads: int, args: tuple, results: Any, log_dir: str | None, device: str = "cpu") -> None:
     torch.set_num_threads(threads)
     if log_dir is not None:  # this rank's stdout and stderr go to log_dir/rank<r>.log
         log = open(os.path.join(log_dir, f"rank{rank}.log"), "w", buffering=1)  # noqa: SIM115 - lives with the process
@@ -304,7 +304,7 @@ def _worker_main(rank: int, fn: Callable[..., Any], world_size: int, init_method
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     ctx = init_distributed(rank=rank, world_size=world_size, init_method=init_method, timeout_s=timeout_s,
-                           device="cpu")
+                           device="cpu" if device == "cpu" else f"cuda:{rank}")
     try:
         with failure_guard(ctx):
             value = fn(ctx, *args)
@@ -316,10 +316,19 @@ def _worker_main(rank: int, fn: Callable[..., Any], world_size: int, init_method
         shutdown()
 
 
+SPAWN_DEVICE_ENV = "GPERC_SPAWN_DEVICE"
+"""Environment variable: the default device of `spawn_workers` ('cpu': gloo; 'cuda': one GPU per rank, NCCL)."""
+
+
 def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] = (), *, timeout_s: float = 60.0,
-                  threads: int = 1, join_timeout_s: float | None = None, log_dir: str | None = None) -> list[Any]:
-    """Run ``fn(ctx, *args)`` on ``world_size`` CPU processes (gloo, file rendezvous) and return the
+                  threads: int = 1, join_timeout_s: float | None = None, log_dir: str | None = None,
+                  device: str | None = None) -> list[Any]:
+    """Run ``fn(ctx, *args)`` on ``world_size`` local processes (file rendezvous) and return the
     per-rank results in rank order.
+
+    ``device`` 'cpu' (default, or the ``GPERC_SPAWN_DEVICE`` environment variable) runs gloo on CPU
+    processes; 'cuda' gives rank r the GPU ``cuda:r`` and NCCL (``ctx.device`` tells ``fn`` where to
+    put its tensors), and is a `ConfigError` with fewer GPUs than ranks.
 
     ``fn`` must be importable by name (a module-level function); its result must pickle. Raises
     `RankFailure` naming the failed rank and its error when any rank fails, and when the job has not
@@ -331,13 +340,19 @@ def spawn_workers(fn: Callable[..., Any], world_size: int, args: Sequence[Any] =
 
     import torch.multiprocessing as mp
 
+    device = (device or os.environ.get(SPAWN_DEVICE_ENV) or "cpu").strip().lower()
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device: expected 'cpu' or 'cuda' (argument or {SPAWN_DEVICE_ENV}), got {device!r}")
+    if device == "cuda" and torch.cuda.device_count() < world_size:
+        raise ConfigError(f"device: 'cuda' runs one GPU per rank (NCCL), {world_size} ranks but "
+                          f"{torch.cuda.device_count()} GPU(s)")
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "torch.distributed", "gperc_core.parallel.distributed", "gperc_core.parallel.pipeline"])
     results = context.Queue()
     init_method = _free_rendezvous()
     procs = [context.Process(target=_worker_main, daemon=False,
                              args=(r, fn, world_size, init_method, float(timeout_s), threads, tuple(args), results,
-                                   log_dir))
+                                   log_dir, device))
              for r in range(world_size)]
     for p in procs:
         p.start()
