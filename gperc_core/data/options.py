@@ -82,7 +82,7 @@ def fold_options(card: Any, spec: ModalitySpec, resolved: Mapping[str, Any], car
     cv = {"fold": 0, "seed": 0, **card.cross_validation}
     declared = declared_options(spec)
     missing = [name for name in FOLD_OPTIONS.values() if name not in declared]
-    if declared and missing:
+    if missing:
         raise TaskError(f"{card.source}: cross_validation: expected modality {spec.name!r}'s plugin "
                         f"{spec.plugin!r} to declare the fold options {list(FOLD_OPTIONS.values())}, "
                         f"it lacks {missing} (its datasets cannot make folds)")

@@ -157,3 +157,21 @@ def test_karate_task_builds_and_learns():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_mutag_card_cross_validation_folds_partition_the_graphs():
+    from gperc_core.data.tasks import Task
+    from gperc_core.data.registry import find_card, plugin_manager
+
+    pm = plugin_manager()
+    card = find_card("graph/mutag", pm)
+    assert card.cross_validation == {"folds": 10, "seed": 0} and card.goal["accuracy"] == 0.88
+    tested = 0
+    for k in range(10):
+        data = Task(card, pm, {"cross_validation.fold": k}).data
+        sizes = {s: len(data.split_index(s)["mutag"]) for s in ("train", "validation", "test")}
+        train, val = (set(data.split_index(s)["mutag"].tolist()) for s in ("train", "validation"))
+        assert not train & val and sizes["train"] + sizes["validation"] + sizes["test"] == 188
+        assert sizes["validation"] in (16, 17, 18)
+        tested += sizes["test"]
+    assert tested == 188
