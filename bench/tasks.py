@@ -234,7 +234,7 @@ def accuracy_cell(summary: dict[str, Any]) -> str:
     """``mean ± std (n runs)`` (``(n folds)`` for cross-validation)."""
     if summary.get("accuracy_mean") is None:
         return "-"
-    what = "folds" if summary.get("cross_validation") else "runs"
+    what = ("fold" if summary.get("cross_validation") else "run") + ("s" if summary["n"] != 1 else "")
     return f"{summary['accuracy_mean']:.3f} ± {summary['accuracy_std']:.3f} ({summary['n']} {what})"
 
 

@@ -52,7 +52,7 @@ def test_summary_and_table():
     assert "`python bench/tasks.py x/y --seeds 3`" in row
     assert "time to goal (validation)" in table and "test accuracy, mean ± std" in table
     legacy = tasks.markdown({"old/card": {"accuracy": 0.5, "train_time_s": 3.0, "status": "done"}})
-    assert "| old/card | 0.500 ± 0.000 (1 runs) |" in legacy
+    assert "| old/card | 0.500 ± 0.000 (1 run) |" in legacy
 
 
 def test_tiny_cross_validated_run(tmp_path):
