@@ -276,6 +276,7 @@ class TaskDatasets:
         self.num_proc: int | None = None  # conversion processes (None: GPERC_NUM_PROC, else min(4, CPUs))
         self._samples: dict[str, SplitSamples] = {}
         self._holdout: dict[str, torch.Tensor] | None = None
+        self._union: dict[tuple[Any, ...], ConvertedSamples] = {}  # the rows both training parts read
 
     # ----------------------------------------------------------------- splits and the held-out part
     def source_split(self, split: str) -> str:
@@ -519,12 +520,22 @@ class TaskDatasets:
             return self._converted[split]
         source = self.source_split(split)
         index = self.split_index(split)
+        part = self._part(split)
         out: dict[str, ConvertedSamples] = {}
         for dataset, modalities in self.card.datasets().items():
-            unique, inverse = torch.unique(index[dataset], return_inverse=True)
+            wanted = index[dataset]
+            cached = self._cache_key(dataset, source, modalities[0], "all") is not None
+            if part is not None and cached:  # both parts of the training split: one cache entry of their rows
+                other = self.card.validation_split if part == "train" else self.card.train_split
+                wanted = torch.cat([wanted, self.split_index(other)[dataset]])
+            unique, inverse = torch.unique(wanted, return_inverse=True)
+            inverse = inverse[: len(index[dataset])]
             rows = [int(i) for i in unique]
             for modality in modalities:
-                samples = self._converted_rows(dataset, source, modality, rows)
+                key = (dataset, source, modality, tuple(rows))
+                if key not in self._union:
+                    self._union[key] = self._converted_rows(dataset, source, modality, rows)
+                samples = self._union[key]
                 identity = len(rows) == len(inverse) and bool((inverse == torch.arange(len(inverse))).all())
                 out[modality] = samples if identity else samples.select(inverse.tolist())
         self._converted[split] = out
