@@ -40,8 +40,9 @@ def test_held_out_is_disjoint_complete_deterministic_and_stratified():
     assert not torch.equal(held_out(100, 0.1, 1, labels)["validation"], parts["validation"])
     assert len(held_out(10, 0.25, 0)["validation"]) == 2  # no labels (dense targets): not stratified
     assert Counter(labels[i] for i in held_out(100, 0.01, 0, labels)["validation"].tolist()) == {0: 1, 1: 1, 2: 1}
-    with pytest.raises(TaskError, match=r"validation\.fraction.*got 0\.01 \(0 held out\)"):
-        held_out(10, 0.01, 0)
+    assert len(held_out(3, 0.1, 0)["validation"]) == 1 and len(held_out(2, 0.1, 0, [0, 1])["validation"]) == 1
+    with pytest.raises(TaskError, match=r"validation\.fraction.*1 training samples, got 0\.1 \(0 held out\)"):
+        held_out(1, 0.1, 0)
 
 
 def test_task_splits_partition_the_training_split(pm):

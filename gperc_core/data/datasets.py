@@ -217,12 +217,13 @@ def held_out(n: int, fraction: float, seed: int, labels: Sequence[int] | None = 
              where: str = "validation") -> dict[str, torch.Tensor]:
     """Split ``n`` samples into ``{"train": positions, "validation": positions}`` (sorted long tensors,
     disjoint, together ``0..n-1``): ``round(fraction * n_c)`` of each class ``c`` of ``labels`` (at
-    least one of a class with two samples or more), or ``round(fraction * n)`` of all when
-    ``labels`` is ``None``, drawn by a permutation seeded with ``seed``. A split that leaves either
+    least one of a class with two samples or more), or ``round(fraction * n)`` of all (at least one)
+    when ``labels`` is ``None``, drawn by a permutation seeded with ``seed``; at least one sample
+    whenever ``n >= 2``. A split that leaves either
     part empty is a `TaskError` naming ``where``."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     if labels is None:
-        take = order[: int(round(fraction * n))]
+        take = order[: max(1, int(round(fraction * n))) if n >= 2 else 0]
     else:
         labels_t = torch.as_tensor(list(labels), dtype=torch.long)[order]
         picked = []
@@ -233,6 +234,8 @@ def held_out(n: int, fraction: float, seed: int, labels: Sequence[int] | None = 
                 k = 1
             picked.append(members[:k])
         take = torch.cat(picked) if picked else order[:0]
+        if len(take) == 0 and n >= 2:  # every class a single sample: hold one out all the same
+            take = order[:1]
     if len(take) == 0 or len(take) == n:
         raise TaskError(f"{where}.fraction: expected a fraction that leaves samples in both the training and "
                         f"the validation part of the {n} training samples, got {fraction!r} "
