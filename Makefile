@@ -55,8 +55,13 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/update_readme.py
 
+# every card over SEEDS seeds (10 folds for cross-validated cards); one card:
+#   make bench-tasks TASKS=graph/karate SEEDS=2 BENCH_TASKS_ARGS="--limit-min 5 --set training.epochs=5"
+TASKS ?=
+SEEDS ?= 3
+BENCH_TASKS_ARGS ?=
 bench-tasks: $(STAMP) data
-	$(PY) bench/tasks.py
+	$(PY) bench/tasks.py $(TASKS) --seeds $(SEEDS) $(BENCH_TASKS_ARGS)
 	$(PY) bench/update_readme.py
 
 clean:

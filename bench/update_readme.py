@@ -39,18 +39,21 @@ def _gib(mb: Any) -> str:
 
 
 def tasks_table(tasks: dict[str, Any]) -> str:
-    """Return the short Markdown table of the task results: accuracy beside each card's baseline."""
-    lines = ["| task | test accuracy | baseline | training | status |", "| --- | --- | --- | --- | --- |"]
+    """Return the short Markdown table of the task results (bench/tasks.py's summaries): test accuracy
+    mean ± std over seeds or folds beside the card's goal and baseline, and the training time."""
+    from tasks import accuracy_cell, card_entry, goal_cell
+
+    lines = ["| task | test accuracy, mean ± std | goal (test) | baseline | training | status |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name in sorted(tasks):
-        r = tasks[name]
-        acc = f"{r['accuracy']:.3f}" if isinstance(r.get("accuracy"), float) else "-"
-        base = r.get("baseline") or {}
+        s = card_entry(tasks[name])["summary"]
+        base = s.get("baseline") or {}
         baseline = f"{base['accuracy']:.3f}" if "accuracy" in base else "-"
-        minutes = r.get("train_time_s")
-        took = "-" if not isinstance(minutes, (int, float)) else (
-            f"{minutes / 60:.1f} min" if minutes >= 6 else "< 0.1 min")
-        training = f"{r.get('epochs', '-')} epochs, {took}"
-        lines.append(f"| {name} | {acc} | {baseline} | {training} | {r.get('status', '-')} |")
+        seconds = s.get("train_time_s_mean")
+        took = "-" if not isinstance(seconds, (int, float)) else (
+            f"{seconds / 60:.1f} min" if seconds >= 6 else "< 0.1 min")
+        training = f"{s.get('epochs', '-')} epochs, {took}"
+        lines.append(f"| {name} | {accuracy_cell(s)} | {goal_cell(s)} | {baseline} | {training} | {s.get('status', '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -80,9 +83,11 @@ def results_section(results: dict[str, Any]) -> str:
     parts = []
     if results.get("tasks"):
         parts += ["### Task accuracy", "",
-                  "`make bench-tasks` trains every task with its card's defaults on the build machine's CPU "
-                  "and writes this table; the full table (steps, samples/s, load) is "
-                  "[docs/bench-tasks.md](docs/bench-tasks.md).", "", tasks_table(results["tasks"])]
+                  "`make bench-tasks` trains every task with its card's defaults on the build machine's CPU, "
+                  "over 3 seeds (10 folds for cross-validated cards), chooses each run's checkpoint on the "
+                  "validation split and tests it once; the full table (time to the goal, samples/s, load, "
+                  "the command of each row) is [docs/bench-tasks.md](docs/bench-tasks.md).", "",
+                  tasks_table(results["tasks"])]
     core = results.get("core") or {}
     if core.get("runs"):
         parts += ["### One training step against other Perceiver implementations", "",

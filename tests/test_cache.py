@@ -82,7 +82,7 @@ def test_task_split_reused_from_cache_without_converting(monkeypatch):
     task = create_task("seq/letters", pm=versioned_pm(plugin=CountingPlugin()))
     first = task.split("train")
     converted = CountingPlugin.calls
-    assert converted == 96  # the training split, once
+    assert converted == 96  # the training split, once (its training and held-out validation parts together)
     task.split("test")
     assert CountingPlugin.calls == 96 + 48
     assert len(entries()) == 2
@@ -91,9 +91,9 @@ def test_task_split_reused_from_cache_without_converting(monkeypatch):
     second = again.split("train")
     assert CountingPlugin.calls == 0
     samples = again.data.converted("train")["seq"]
-    assert isinstance(samples, cache.CachedSamples) and len(samples) == 96
+    assert isinstance(samples.base, cache.CachedSamples) and len(samples.base) == 96 and len(samples) == len(first)
     for key in ("input_array", "attention_mask", "target"):
-        assert torch.equal(first.batch(torch.arange(96))[key], second.batch(torch.arange(96))[key])
+        assert torch.equal(first.batch(torch.arange(len(first)))[key], second.batch(torch.arange(len(first)))[key])
     monkeypatch.setenv("GPERC_DATA_CACHE", "off")
     plain = create_task("seq/letters", pm=versioned_pm()).data.converted("train")["seq"]
     assert isinstance(plain, cache.InMemorySamples)
@@ -145,7 +145,8 @@ def test_real_plugin_option_change_makes_a_new_entry():
     small = {"training.max_train_samples": 16, "training.max_eval_samples": 8}
     create_task("image/digits", **small).split("test")
     assert sorted(e["split"] for e in entries()) == ["test", "train"]
-    assert all(e["selection"].startswith("rows-") and e["rows"] in (16, 8) for e in entries())
+    # the training entry holds the 16 training rows and the 8 held-out validation rows
+    assert all(e["selection"].startswith("rows-") and e["rows"] in (24, 8) for e in entries())
     create_task("image/digits", **small).split("test")
     assert len(entries()) == 2
     create_task("image/digits", **small, **{"options.image.num_bands": 3}).split("test")

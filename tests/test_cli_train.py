@@ -40,13 +40,13 @@ def test_train_eval_predict_resume(fake_default, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "blob/blobs", "--out", str(run), "--max-steps", "2", *QUICK]) == 0
     out = capsys.readouterr().out
-    for line in ("run folder:", "checkpoint:", "plot:", "blob/blobs test: accuracy="):
+    for line in ("run folder:", "checkpoint:", "plot:", "blob/blobs test split 'test': accuracy="):
         assert line in out
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert "after 6/6 steps" in capsys.readouterr().out
     assert main(["eval", str(run)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("blob/blobs test: accuracy=") and "samples=24" in lines[-1]
+    assert lines[-1].startswith("blob/blobs test split 'test': accuracy=") and "samples=24" in lines[-1]
     assert main(["eval", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 24
     points = tmp_path / "cloud.txt"
@@ -59,7 +59,7 @@ def test_train_eval_predict_resume(fake_default, tmp_path, capsys):
 
 def test_train_multimodal(fake_default, tmp_path, capsys):
     assert main(["train", "multi/blob-seq", "--out", str(tmp_path), "--epochs", "1", *QUICK]) == 0
-    assert "multi/blob-seq test: accuracy=" in capsys.readouterr().out
+    assert "multi/blob-seq test split 'test': accuracy=" in capsys.readouterr().out
     assert (tmp_path / "curves.png").is_file()
 
 
@@ -107,4 +107,4 @@ def test_end_to_end_real_task_subprocess(tmp_path):
     evaluated = subprocess.run([sys.executable, "-m", "gperc_core", "eval", str(run)], capture_output=True,
                                text=True, env=env, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert evaluated.stdout.strip().splitlines()[-1].startswith("image/digits test: accuracy=")
+    assert evaluated.stdout.strip().splitlines()[-1].startswith("image/digits test split 'test': accuracy=")

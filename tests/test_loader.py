@@ -58,7 +58,7 @@ def test_two_epochs_see_different_transforms_the_same_in_every_run(pm, tmp_path)
     assert sample_seed(0, 0, 1) != sample_seed(0, 1, 0) != sample_seed(1, 0, 0)
     # evaluation data is never transformed
     eval_data = _trainer(pm, tmp_path / "e").eval_data
-    assert torch.equal(eval_data.inputs["blob"], create_task("blob/blobs", pm=pm, **FAST).split("test").inputs["blob"])
+    assert torch.equal(eval_data.inputs["blob"], create_task("blob/blobs", pm=pm, **FAST).split("validation").inputs["blob"])
 
 
 def test_resumed_run_sees_the_same_batches_and_ends_bit_exact(pm, tmp_path):
@@ -207,5 +207,5 @@ def test_a_split_larger_than_the_memory_allowed_trains_with_flat_memory(tmp_path
                                "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     steps, per_epoch, data_bytes, before, after = (int(v) for v in done.stdout.split()[-5:])
-    assert steps == per_epoch == n // 32 and data_bytes >= 300 * 2**20
+    assert steps == per_epoch == -(-(n - n // 10) // 32) and data_bytes >= 300 * 2**20  # 10 % held out: validation
     assert after - before < data_bytes / 3, f"peak RSS grew {(after - before) / 2**20:.0f} MiB over the epoch"

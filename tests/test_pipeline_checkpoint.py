@@ -133,7 +133,7 @@ def test_torchrun_pipeline_run_resumes_in_a_single_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "2 ranks (gloo), 1 data-parallel replica(s) x 2 pipeline rank(s)" in proc.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any(r["split"] == "train" for r in records) and records[-1]["split"] == "eval"
+    assert any(r["split"] == "train" for r in records) and records[-1]["split"] == "test"
     assert (out / "checkpoints" / "step-00000003").is_dir()
     model = load_any_model(out)  # the single-process layout
     assert type(model).__name__ == "ModalityFusion"

@@ -42,7 +42,7 @@ def test_inferred_config_raw(pm):
     assert (c.input_type, c.input_dim, c.input_len, c.n_classes, c.latent_dim) == ("raw", 2, 8, 3, 16)
     assert c.output_dim == c.latent_dim and task.class_names == ["zero", "one", "two"]
     train = task.split("train")
-    assert len(train) == 96 and train.inputs["blob"].shape == (96, 8, 2)
+    assert len(train) + len(task.split("validation")) == 96 and train.inputs["blob"].shape == (len(train), 8, 2)
     assert train.masks["blob"].sum(1).min() >= 4  # variable lengths are masked
 
 
@@ -105,9 +105,9 @@ def test_options_reach_the_plugin_hooks(pm):
     spy_pm = get_plugin_manager(plugins=[Spy()], entry_points=False, strict=True)
     task = create_task("seq/letters", pm=spy_pm, **{"options.seq.flavour": "x", "training.max_train_samples": 10,
                                                      "training.max_eval_samples": 5})
-    assert len(seen) == 10  # the model config is inferred from the training split only (issue 14)
+    assert len(seen) == 15  # the config is inferred from the training split (10) and its held-out validation part (5)
     task.split("test")
-    assert len(seen) == 15 and all(s["flavour"] == "x" and "tokenizer" not in s for s, _ in seen)
+    assert len(seen) == 20 and all(s["flavour"] == "x" and "tokenizer" not in s for s, _ in seen)
     # the tokenizer is its own hook argument: the one gperc_tokenizer built on the training corpus
     assert all(isinstance(t, CharTokenizer) for _, t in seen) and len({id(t) for _, t in seen}) == 1
 

@@ -48,9 +48,9 @@ def test_scalars_and_config_are_written_and_a_resume_does_not_repeat_steps(tmp_p
     assert main(["train", "blob/blobs", "--out", str(run), "--max-steps", "5", "--tensorboard", *QUICK]) == 0
     acc = _events(run)
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/samples_per_s", "eval/loss", "eval/accuracy", "eval/perplexity"} <= tags
+    assert {"train/loss", "train/lr", "train/samples_per_s", "validation/loss", "validation/accuracy", "validation/perplexity", "test/accuracy"} <= tags
     assert _steps(acc, "train/loss") == [1, 2, 3, 4, 5]
-    assert _steps(acc, "eval/accuracy") == [3, 5]
+    assert _steps(acc, "validation/accuracy") == [3, 5]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([r["loss"] for r in train])
@@ -64,7 +64,7 @@ def test_scalars_and_config_are_written_and_a_resume_does_not_repeat_steps(tmp_p
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     acc = _events(run)
     assert _steps(acc, "train/loss") == [1, 2, 3, 4, 5, 6]
-    assert _steps(acc, "eval/accuracy") == [3, 6]
+    assert _steps(acc, "validation/accuracy") == [3, 6]
     assert len(_text(acc, "config/model")) == 2  # the resumed session records its config too
 
 

@@ -58,7 +58,8 @@ def test_exact_resume(pm, tmp_path):
     assert result["step"] == straight.step == 8
     a, b = weights(straight.model), weights(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert result["eval"]["accuracy"] == straight.last_eval["accuracy"]
+    assert result["last_validation"]["accuracy"] == straight.last_eval["accuracy"]
+    assert result["eval"] == result["test"] and result["eval"]["split"] == "test"
 
 
 def test_run_folder_contents(pm, tmp_path):
@@ -72,8 +73,10 @@ def test_run_folder_contents(pm, tmp_path):
     assert names == {"config.json", "model.safetensors", "optimizer.safetensors", "optimizer.json",
                      "rng.safetensors", "trainer_state.json"}  # JSON and safetensors only, no pickle
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if r["split"] == "eval"]
-    assert [r["epoch"] for r in evals] == [1.0, 2.0] and evals[-1] == result["eval"]
+    evals = [r for r in records if r["split"] == "validation"]
+    assert [r["epoch"] for r in evals] == [1.0, 2.0] and evals[-1] == result["last_validation"]
+    assert [r for r in records if r["split"] == "test"] == [result["eval"]]  # evaluated once, at the end
+    assert {p.name for p in (tmp_path / "best").iterdir()} == {"config.json", "model.safetensors", "validation.json"}
     assert all(r["samples_per_s"] > 0 for r in records if r["split"] == "train")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -34,10 +34,10 @@ def _repo(tmp_path: Path, readme: str) -> Path:
 
 
 def test_readme_gets_short_tables_between_the_markers(tmp_path):
-    root = _repo(tmp_path, f"# head\n\n{update_readme.BEGIN}\nold\n{update_readme.END}\n\n## tail\n")
+    root = _repo(tmp_path, f"# head\n\n{update_readme.BEGIN}\nstale-placeholder\n{update_readme.END}\n\n## tail\n")
     text = update_readme.update_readme(root).read_text()
-    assert text.startswith("# head\n") and text.endswith("## tail\n") and "old" not in text
-    assert "| graph/karate | 0.833 | 0.611 | 100 epochs, < 0.1 min | done |" in text
+    assert text.startswith("# head\n") and text.endswith("## tail\n") and "stale-placeholder" not in text
+    assert "| graph/karate | 0.833 ± 0.000 (1 run) | - | 0.611 | 100 epochs, < 0.1 min | done |" in text
     assert "| long | fp32 | 0.49 | 0.15 (krasserm perceiver-io) | 0.9 GiB | 4.3 GiB |" in text
     assert "| huge | fp32 | 0.04 | none trained | 1.5 GiB | - |" in text
     assert "`make bench-tasks`" in text and "`make bench`" in text and "(docs/bench-tasks.md)" in text

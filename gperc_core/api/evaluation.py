@@ -12,14 +12,17 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, checkpoint: bool 
 
     Args:
         run_dir: the run folder.
-        split: the dataset split; default the task card's eval split.
+        split: the task's split; default its test split (the card's ``eval_split``). The task's
+            validation split (``"validation"`` when held out of the training split) and its training
+            split (without the held-out part) can be asked for too.
         checkpoint: evaluate the latest resumable checkpoint instead of the final model (the
             checkpoint is used anyway when the run has no final model yet).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device name.
         pm: the plugin manager to rebuild the task with; default the installed plugins.
 
     Returns:
-        ``{"task": name, "split": split, "source": folder the weights came from (str),
+        ``{"task": name, "split": split, "role": "test" / "validation" / "train" / None (another
+        split), "source": folder the weights came from (str; the run's model is its best weights),
         "baseline": the card's baseline table or None, **metrics}`` where the metrics are those of
         `gperc_core.train.trainer.evaluate_model` (``loss``, ``accuracy``, ``samples``, ...).
         bf16 autocast follows the run's ``training.bf16`` (auto when unset).
@@ -38,5 +41,6 @@ def evaluate(run_dir: str | Path, *, split: str | None = None, checkpoint: bool 
     split = split or task.card.eval_split
     bf16 = auto_bf16(run.device, run.model.config) if task.training.bf16 is None else task.training.bf16
     metrics = evaluate_model(run.model, task.split(split), task.training.eval_batch_size, run.device, bf16)
-    return {"task": task.name, "split": split, "source": str(run.source), "baseline": task.card.baseline or None,
-            **metrics}
+    role = next((r for r, name in task.split_names.items() if name == split), None)
+    return {"task": task.name, "split": split, "role": role, "source": str(run.source),
+            "baseline": task.card.baseline or None, **metrics}

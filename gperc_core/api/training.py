@@ -71,7 +71,10 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             if strategy.world_size > 1:
                 say(strategy.describe())
             params = sum(p.numel() for _, p in strategy.named_parameters())
-            say(f"task {task.name}: {len(trainer.loader)} train / {len(trainer.eval_data)} eval samples, "
+            names = trainer.split_names
+            say(f"task {task.name}: {len(trainer.loader)} train ({names['train']!r}) / {len(trainer.eval_data)} "
+                f"validation ({names['validation']!r}{', held out of train' if task.card.holds_out_validation else ''}) "
+                f"samples; test split {names['test']!r} evaluated once at the end with the best weights; "
                 f"{params:,} parameters{' on this rank' if strategy.world_size > 1 else ''}, device {trainer.device}, "
                 f"bf16 {'on' if trainer.bf16 else 'off'}, {trainer.total_steps} steps ({trainer.cfg.epochs} epochs); "
                 f"data ready in {time.perf_counter() - t0:.1f} s")
@@ -87,7 +90,8 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             stack.close()
     return {**result, "task": task.name, "run_dir": run_dir, "checkpoint": latest_checkpoint(run_dir),
             "model": run_dir / "model.safetensors", "metrics": run_dir / "metrics.jsonl", "plot": run_dir / PLOT_FILE,
-            "eval_split": task.card.eval_split, "baseline": dict(task.card.baseline or {}),
+            "eval_split": task.card.eval_split, "validation_split": task.card.validation_split,
+            "baseline": dict(task.card.baseline or {}), "goal": dict(task.card.goal or {}),
             "is_main": strategy.is_main}
 
 
@@ -95,8 +99,11 @@ def train(task: Any, out_dir: str | Path | None = None, *, overrides: Mapping[st
           parallel: Any = None, pm: Any = None, log: Log | None = None) -> dict[str, Any]:
     """Train ``task`` (a task name, or a `gperc_core.data.tasks.Task`) into the run folder ``out_dir``
     (default ``runs/<task>-<time>``, chosen by rank 0) and return the summary: ``step``, ``total_steps``,
-    ``eval`` (the last metrics), ``train_time_s``, ``samples_per_s``, ``run_dir``, ``checkpoint``,
-    ``model``, ``metrics``, ``plot``, ``eval_split``, ``baseline``, ``is_main``.
+    ``eval`` (the reported figure: the best weights, chosen on the validation split, evaluated once on
+    the test split; also under ``test``), ``validation`` (the best validation record), ``last_validation``,
+    ``best_step``, ``early_stopped``, ``splits`` (role -> split name), ``train_time_s``,
+    ``samples_per_s``, ``run_dir``, ``checkpoint``, ``model`` (the best weights), ``metrics``, ``plot``,
+    ``eval_split`` (the test split), ``validation_split``, ``baseline``, ``goal``, ``is_main``.
 
     ``overrides`` are ``--set`` style assignments (``{"training.lr": 3e-4, "model.latent_dim": 64}``),
     ``parallel`` a `ParallelOptions` (used under torchrun), ``pm`` the plugin manager, ``log`` receives

@@ -9,11 +9,12 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``eval`` command."""
-    parser = subparsers.add_parser("eval", help="evaluate a run folder on its task's test split",
+    parser = subparsers.add_parser("eval", help="evaluate a run folder's model (its best weights) on its task's test split",
                                    description="Evaluate a run folder written by 'gperc train'; the last line "
                                                "is a one-line summary.")
     parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--split", default=None, help="dataset split (default: the card's eval split)")
+    parser.add_argument("--split", default=None, help="the task's split: its test split (default: the card's "
+                        "eval_split), its validation split ('validation' when held out of train) or its training split")
     parser.add_argument("--checkpoint", action="store_true",
                         help="evaluate the latest resumable checkpoint instead of the final model")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
@@ -34,11 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    metrics = {k: v for k, v in result.items() if k not in ("task", "split", "source")}
+    metrics = {k: v for k, v in result.items() if k not in ("task", "split", "source", "role")}
     print(f"run: {check_run_dir(args.run_dir)}  model: {source}")
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     base = f" (baseline {baseline['accuracy']:.4f}: {baseline.get('method', '')})" if "accuracy" in baseline else ""
-    print(f"{task} {split}: accuracy={metrics['accuracy']:.4f} loss={metrics['loss']:.4f} "
+    role = result.get("role")
+    print(f"{task} {role + ' split ' if role else 'split '}{split!r}: accuracy={metrics['accuracy']:.4f} loss={metrics['loss']:.4f} "
           f"samples={metrics['samples']}{base}")
     return 0

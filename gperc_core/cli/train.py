@@ -103,9 +103,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"model:      {result['model']}")
     print(f"metrics:    {result['metrics']}")
     print(f"plot:       {result['plot']}")
-    baseline = result["baseline"]
+    baseline, goal, best = result["baseline"], result.get("goal") or {}, result.get("validation") or {}
     base = f" (baseline {baseline['accuracy']:.4f})" if "accuracy" in baseline else ""
-    print(f"{result['task']} {result['eval_split']}: accuracy={ev['accuracy']:.4f} loss={ev['loss']:.4f}{base} after "
-          f"{result['step']}/{result['total_steps']} steps, {result['train_time_s']:.1f} s training, "
-          f"{result['samples_per_s']:.0f} samples/s")
+    if "accuracy" in best:
+        print(f"{result['task']} validation split {result['validation_split']!r}: best accuracy={best['accuracy']:.4f} "
+              f"loss={best['loss']:.4f} at step {best['step']} (epoch {best['epoch']:g}): the weights reported"
+              f"{', early stopping' if result.get('early_stopped') else ''}")
+    met = ""
+    if "accuracy" in goal:
+        met = f", goal {goal['accuracy']:.4f} {'met' if ev['accuracy'] >= goal['accuracy'] else 'not met'}"
+    print(f"{result['task']} test split {result['eval_split']!r}: accuracy={ev['accuracy']:.4f} loss={ev['loss']:.4f}"
+          f"{base}{met}; after {result['step']}/{result['total_steps']} steps, {result['train_time_s']:.1f} s "
+          f"training, {result['samples_per_s']:.0f} samples/s")
     return 0

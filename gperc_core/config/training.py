@@ -25,6 +25,9 @@ class TrainingConfig:
     ``num_workers`` is the DataLoader worker count (``None``: `gperc_core.data.loader.default_num_workers`,
     ``min(2, cpus - 1)`` or ``$GPERC_NUM_WORKERS``); ``length_bucketing`` groups variable-length
     training samples of similar length into batches (less padding).
+    ``early_stopping_patience`` (default ``None``: off) stops training after that many evaluations of
+    the validation split in a row without a better validation metric than the best so far.
+    ``max_eval_samples`` cuts the validation and the test split alike.
     """
 
     epochs: int = 10
@@ -51,6 +54,7 @@ class TrainingConfig:
     tensorboard: bool = False
     num_workers: int | None = None
     length_bucketing: bool = True
+    early_stopping_patience: int | None = None
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -88,7 +92,8 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: expected an integer >= 0 or None, got {self.num_workers!r}")
-        for name in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
+        for name in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every",
+                     "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{where}.{name}: expected a positive integer or None, got {value!r}")

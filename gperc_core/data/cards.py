@@ -22,8 +22,31 @@ from gperc_core.config.training import TrainingConfig
 from gperc_core.errors import ConfigError, TaskError
 from gperc_core.model.fusion import FUSION_KEYS
 
-SECTIONS = ("model", "training", "options", "fusion")
-"""The override sections (``model.latent_dim``, ``training.lr``, ``options.image.num_bands``, ``fusion.dim``)."""
+SECTIONS = ("model", "training", "options", "fusion", "validation", "cross_validation")
+"""The override sections (``model.latent_dim``, ``training.lr``, ``options.image.num_bands``, ``fusion.dim``,
+``validation.seed``, ``cross_validation.fold``)."""
+
+VALIDATION_KEYS = {"split": (str,), "fraction": (float, int), "seed": (int,)}
+"""The keys of a card's ``[validation]`` table: ``split`` (the dataset's own validation split) or
+``fraction`` and ``seed`` (held out of the training split; stratified by label)."""
+
+DEFAULT_VALIDATION_FRACTION = 0.1
+"""The part of the training split held out for validation when the card says nothing else."""
+
+HELD_OUT_SPLIT = "validation"
+"""The name of a task's validation split when it is held out of the training split."""
+
+CROSS_VALIDATION_KEYS = {"folds": (int,), "fold": (int,), "seed": (int,)}
+"""The keys of a card's ``[cross_validation]`` table: ``folds`` (K >= 2), ``fold`` (k in [0, K), default
+0: the fold tested) and ``seed`` (of the fold assignment, default 0)."""
+
+FOLD_OPTIONS = {"folds": "num_folds", "fold": "fold", "seed": "split_seed"}
+"""The dataset options through which ``[cross_validation]`` reaches a plugin: a plugin whose datasets
+support K-fold cross-validation declares options ``num_folds``, ``fold`` and ``split_seed`` for its
+modality (the graph plugin does); the core sets them from the card."""
+
+GOAL_METRICS = ("accuracy",)
+"""The metrics a card's ``goal`` (and the best-checkpoint choice) may name; higher is better."""
 
 REMOVED_KEYS = ("metrics",)
 """Card keys of earlier versions that are accepted and ignored (run records written before they went)."""
@@ -85,8 +108,37 @@ class TaskCard:
     training: dict[str, Any] = field(default_factory=dict)
     pairing: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    cross_validation: dict[str, Any] = field(default_factory=dict)
+    goal: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     plugin: str | None = None
+
+    @property
+    def holds_out_validation(self) -> bool:
+        """True when the validation split is held out of the training split (no ``validation.split``)."""
+        return "split" not in self.validation
+
+    @property
+    def validation_split(self) -> str:
+        """The name of the task's validation split: the dataset's own (``validation.split``), else
+        `HELD_OUT_SPLIT` (held out of the training split)."""
+        return self.validation.get("split", HELD_OUT_SPLIT)
+
+    @property
+    def validation_fraction(self) -> float:
+        """The part of the training split held out for validation (when `holds_out_validation`)."""
+        return float(self.validation.get("fraction", DEFAULT_VALIDATION_FRACTION))
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed of the held-out validation split."""
+        return int(self.validation.get("seed", 0))
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric the best checkpoint is chosen on (higher is better): ``accuracy``."""
+        return "accuracy"
 
     @property
     def modality(self) -> str:
@@ -115,8 +167,8 @@ class TaskCard:
     def to_dict(self) -> dict[str, Any]:
         """Return the card as the plain dict a TOML file holds (empty tables and defaults included)."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in (
-            "name", "description", "modalities", "dataset", "objective", "baseline", "train_split",
-            "eval_split", "options", "model", "training", "pairing", "fusion")}
+            "name", "description", "modalities", "dataset", "objective", "baseline", "goal", "train_split",
+            "eval_split", "validation", "cross_validation", "options", "model", "training", "pairing", "fusion")}
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -160,7 +212,100 @@ def validate_card(data: Mapping[str, Any], source: str, schema: Mapping[str, Map
         if key not in FUSION_KEYS:
             raise TaskError(f"{source}: fusion.{key}: unknown fusion setting (expected one of {list(FUSION_KEYS)})")
     TrainingConfig.from_mapping(data.get("training", {}), where=f"{source}: training")
+    check_validation(data.get("validation", {}), f"{source}: validation",
+                     data.get("train_split", "train"), data.get("eval_split", "test"))
+    check_cross_validation(data.get("cross_validation", {}), f"{source}: cross_validation")
+    check_goal(data.get("goal", {}), f"{source}: goal")
     return TaskCard(**copy.deepcopy(data), source=source)
+
+
+def _check_table(values: Mapping[str, Any], where: str, keys: Mapping[str, tuple[type, ...]]) -> None:
+    names = {str: "string", int: "integer", float: "number"}
+    for key, value in values.items():
+        if key not in keys:
+            raise TaskError(f"{where}.{key}: unknown key (expected one of {sorted(keys)})")
+        if not isinstance(value, keys[key]) or isinstance(value, bool):
+            raise TaskError(f"{where}.{key}: expected {names[keys[key][0]]}, got {type(value).__name__} {value!r}")
+
+
+def check_validation(values: Mapping[str, Any], where: str = "validation", train_split: str = "train",
+                     eval_split: str = "test") -> None:
+    """Check a ``[validation]`` table: ``split`` (a string other than the train and eval splits) or
+    ``fraction`` in (0, 1) and ``seed`` >= 0; raise `TaskError` naming the key, the expected and the
+    actual value."""
+    _check_table(values, where, VALIDATION_KEYS)
+    if "split" in values:
+        extra = sorted(set(values) & {"fraction", "seed"})
+        if extra:
+            raise TaskError(f"{where}.{extra[0]}: expected no {extra[0]} with validation.split "
+                            f"{values['split']!r} (the dataset's own split), got {values[extra[0]]!r}")
+        if values["split"] in (train_split, eval_split):
+            raise TaskError(f"{where}.split: expected a split other than the training split {train_split!r} "
+                            f"and the test split {eval_split!r}, got {values['split']!r}")
+    fraction = values.get("fraction", DEFAULT_VALIDATION_FRACTION)
+    if not 0.0 < float(fraction) < 1.0:
+        raise TaskError(f"{where}.fraction: expected a number in (0, 1), got {fraction!r}")
+    if values.get("seed", 0) < 0:
+        raise TaskError(f"{where}.seed: expected an integer >= 0, got {values['seed']!r}")
+
+
+def check_cross_validation(values: Mapping[str, Any], where: str = "cross_validation") -> None:
+    """Check a ``[cross_validation]`` table: ``folds`` >= 2 (required when the table is given),
+    ``fold`` in [0, folds), ``seed`` >= 0; raise `TaskError` naming the key, the expected and the
+    actual value."""
+    if not values:
+        return
+    _check_table(values, where, CROSS_VALIDATION_KEYS)
+    if "folds" not in values:
+        raise TaskError(f"{where}.folds: expected the number of folds (an integer >= 2), got none")
+    folds = values["folds"]
+    if folds < 2:
+        raise TaskError(f"{where}.folds: expected an integer >= 2, got {folds!r}")
+    fold = values.get("fold", 0)
+    if not 0 <= fold < folds:
+        raise TaskError(f"{where}.fold: expected an integer in [0, {folds}), got {fold!r}")
+    if values.get("seed", 0) < 0:
+        raise TaskError(f"{where}.seed: expected an integer >= 0, got {values['seed']!r}")
+
+
+def check_goal(values: Mapping[str, Any], where: str = "goal") -> None:
+    """Check a ``goal`` table: metric names of `GOAL_METRICS` with numbers in [0, 1] (test figures to
+    reach), plus an optional ``note`` string; raise `TaskError` naming the key, the expected and the
+    actual value."""
+    for key, value in values.items():
+        if key == "note":
+            if not isinstance(value, str):
+                raise TaskError(f"{where}.note: expected string, got {type(value).__name__} {value!r}")
+            continue
+        if key not in GOAL_METRICS:
+            raise TaskError(f"{where}.{key}: unknown metric (expected one of {list(GOAL_METRICS)} or 'note')")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise TaskError(f"{where}.{key}: expected a number in [0, 1], got {type(value).__name__} {value!r}")
+
+
+def apply_split_overrides(card: TaskCard, overrides: Mapping[str, Mapping[str, Any]]) -> TaskCard:
+    """Return ``card`` with the ``validation`` and ``cross_validation`` sections of the normalised
+    ``overrides`` applied (checked as the card's own tables are); ``card`` itself is unchanged."""
+    validation, cv = overrides.get("validation") or {}, overrides.get("cross_validation") or {}
+    if not validation and not cv:
+        return card
+    new = copy.deepcopy(card)
+    if validation:
+        merged = {**new.validation, **validation}
+        if "split" in validation:
+            merged = {"split": validation["split"]}
+        elif {"fraction", "seed"} & set(validation):
+            merged.pop("split", None)
+        check_validation(merged, "override validation", new.train_split, new.eval_split)
+        new.validation = merged
+    if cv:
+        if not new.cross_validation and "folds" not in cv:
+            raise TaskError(f"override cross_validation.{next(iter(cv))}: task {card.name!r} has no "
+                            f"[cross_validation] table; expected cross_validation.folds too, got {dict(cv)}")
+        merged = {**new.cross_validation, **cv}
+        check_cross_validation(merged, "override cross_validation")
+        new.cross_validation = merged
+    return new
 
 
 def _check_type(source: str, key: str, value: Any, rule: Mapping[str, Any]) -> None:
@@ -236,7 +381,8 @@ def normalise_overrides(overrides: Mapping[str, Any], card: TaskCard) -> dict[st
     """
     model_fields = set(PerceiverConfig().keys())
     training_fields = set(TrainingConfig.field_types())
-    out: dict[str, Any] = {"model": {}, "training": {}, "options": {}, "fusion": {}}
+    out: dict[str, Any] = {"model": {}, "training": {}, "options": {}, "fusion": {}, "validation": {},
+                           "cross_validation": {}}
     for key, value in overrides.items():
         if key in SECTIONS and isinstance(value, Mapping):
             for sub, v in value.items():
@@ -268,16 +414,24 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
     elif parts[0] == "fusion" and len(parts) == 2 and parts[1] in FUSION_KEYS:
         out["fusion"][parts[1]] = value
         return
+    elif parts[0] == "validation" and len(parts) == 2 and parts[1] in VALIDATION_KEYS:
+        out["validation"][parts[1]] = value
+        return
+    elif parts[0] == "cross_validation" and len(parts) == 2 and parts[1] in CROSS_VALIDATION_KEYS:
+        out["cross_validation"][parts[1]] = value
+        return
     elif parts[0] == "options" and len(parts) == 3 and parts[1] in card.modalities:
         out["options"].setdefault(parts[1], {})[parts[2]] = value
         return
     valid = ([f"model.{f}" for f in model_fields] + [f"training.{f}" for f in training_fields]
-             + [f"fusion.{f}" for f in FUSION_KEYS] + sorted(model_fields) + sorted(training_fields)
+             + [f"fusion.{f}" for f in FUSION_KEYS] + [f"validation.{k}" for k in VALIDATION_KEYS]
+             + [f"cross_validation.{k}" for k in CROSS_VALIDATION_KEYS] + sorted(model_fields) + sorted(training_fields)
              + [f"options.{m}.<name>" for m in card.modalities])
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else \
         (" (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, "
-         "options.<modality>.<name> or fusion.<dim|modality_dropout>)")
+         "options.<modality>.<name>, fusion.<dim|modality_dropout>, validation.<split|fraction|seed> or "
+         "cross_validation.<folds|fold|seed>)")
     raise TaskError(f"override {key!r}: unknown key for task {card.name!r}{hint}")
 
 
@@ -300,4 +454,6 @@ def merge_overrides(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
 
 
 __all__ = ["TaskCard", "validate_card", "load_schema", "registry_dir", "read_toml", "SECTIONS", "REMOVED_KEYS",
-           "parse_value", "parse_assignments", "normalise_overrides", "merge_overrides"]
+           "parse_value", "parse_assignments", "normalise_overrides", "merge_overrides", "apply_split_overrides",
+           "check_validation", "check_cross_validation", "check_goal", "VALIDATION_KEYS", "CROSS_VALIDATION_KEYS",
+           "FOLD_OPTIONS", "GOAL_METRICS", "HELD_OUT_SPLIT", "DEFAULT_VALIDATION_FRACTION"]

@@ -213,6 +213,38 @@ def check_input_len(x: torch.Tensor, mask: torch.Tensor | None, config: Perceive
     return x, mask
 
 
+def held_out(n: int, fraction: float, seed: int, labels: Sequence[int] | None = None,
+             where: str = "validation") -> dict[str, torch.Tensor]:
+    """Split ``n`` samples into ``{"train": positions, "validation": positions}`` (sorted long tensors,
+    disjoint, together ``0..n-1``): ``round(fraction * n_c)`` of each class ``c`` of ``labels`` (at
+    least one of a class with two samples or more), or ``round(fraction * n)`` of all (at least one)
+    when ``labels`` is ``None``, drawn by a permutation seeded with ``seed``; at least one sample
+    whenever ``n >= 2``. A split that leaves either
+    part empty is a `TaskError` naming ``where``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    if labels is None:
+        take = order[: max(1, int(round(fraction * n))) if n >= 2 else 0]
+    else:
+        labels_t = torch.as_tensor(list(labels), dtype=torch.long)[order]
+        picked = []
+        for c in torch.unique(labels_t).tolist():
+            members = order[labels_t == c]
+            k = int(round(fraction * len(members)))
+            if k == 0 and len(members) >= 2:
+                k = 1
+            picked.append(members[:k])
+        take = torch.cat(picked) if picked else order[:0]
+        if len(take) == 0 and n >= 2:  # every class a single sample: hold one out all the same
+            take = order[:1]
+    if len(take) == 0 or len(take) == n:
+        raise TaskError(f"{where}.fraction: expected a fraction that leaves samples in both the training and "
+                        f"the validation part of the {n} training samples, got {fraction!r} "
+                        f"({len(take)} held out); set another --set validation.fraction or a validation.split")
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[take] = True
+    return {"train": (~chosen).nonzero().flatten(), "validation": chosen.nonzero().flatten()}
+
+
 class _LazyCorpus:
     """An iterable over the training texts that loads the split only when iterated (so a tokenizer
     hook that ignores its corpus, e.g. every non-text plugin, never loads the raw split)."""
@@ -246,6 +278,70 @@ class TaskDatasets:
         self._entries: dict[tuple[str, str, str, str], ConvertedSamples] = {}
         self.num_proc: int | None = None  # conversion processes (None: GPERC_NUM_PROC, else min(4, CPUs))
         self._samples: dict[str, SplitSamples] = {}
+        self._holdout: dict[str, torch.Tensor] | None = None
+        self._union: dict[tuple[Any, ...], ConvertedSamples] = {}  # the rows both training parts read
+
+    # ----------------------------------------------------------------- splits and the held-out part
+    def source_split(self, split: str) -> str:
+        """The dataset split that task split ``split`` reads: the training split for the held-out
+        validation split, else ``split`` itself."""
+        card = self.card
+        if card.holds_out_validation and split == card.validation_split:
+            return card.train_split
+        return split
+
+    def shape_splits(self) -> list[str]:
+        """The task splits the model's shapes are inferred from: the training split, with its held-out
+        validation part (the same samples as the whole dataset split; the test split never shapes the
+        model)."""
+        card = self.card
+        return [card.train_split, card.validation_split] if card.holds_out_validation else [card.train_split]
+
+    def _part(self, split: str) -> str | None:
+        """``"train"`` / ``"validation"`` when task split ``split`` is a part of a held-out training split."""
+        card = self.card
+        if not card.holds_out_validation:
+            return None
+        if split == card.validation_split:
+            return "validation"
+        return "train" if split == card.train_split else None
+
+    def _split_labels(self, index: Mapping[str, torch.Tensor]) -> list[Any] | None:
+        """The per-sample class of each sample of the (paired) training split ``index``, or ``None``
+        when the targets are not per-sample classes (dense targets): stratification labels."""
+        dataset = self.card.dataset_for(self.card.modalities[0])
+        rows = index[dataset]
+        targets = self._targets(dataset, self.card.train_split)
+        labels = [targets[int(i)] for i in rows]
+        if all(isinstance(y, (int, bool)) or (hasattr(y, "ndim") and getattr(y, "ndim") == 0) for y in labels):
+            return [int(y) for y in labels]
+        return None
+
+    def _targets(self, dataset: str, split: str) -> Sequence[Any]:
+        """The targets of ``dataset``'s ``split``: the cached whole-split entry's target column (no raw
+        load), else the raw split's ``targets`` attribute, else each raw sample's ``target``."""
+        entry = next((e for (d, s, _, sel), e in self._entries.items() if (d, s, sel) == (dataset, split, "all")), None)
+        table = getattr(entry, "table", None) if entry is not None else None
+        if table is not None and "target_kind" in table.column_names:
+            kinds = set(table.column("target_kind").to_pylist())
+            if kinds <= {"int"}:
+                return table.column("target_int").to_pylist()
+        raw = self.raw_split(dataset, split)
+        known = getattr(raw, "targets", None)
+        if known is not None and len(known) == len(raw):
+            return [y.item() if hasattr(y, "item") and getattr(y, "ndim", 1) == 0 else y for y in known]
+        return [raw[i]["target"] for i in range(len(raw))]
+
+    def holdout(self, index: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Split the training split (its paired ``index``: dataset -> rows) into ``{"train": positions,
+        "validation": positions}`` (positions into ``index``, sorted): `held_out` with the card's
+        validation fraction and seed, stratified by label when the labels are per-sample classes."""
+        if self._holdout is None:
+            card = self.card
+            n = len(next(iter(index.values())))
+            self._holdout = held_out(n, card.validation_fraction, card.validation_seed, self._split_labels(index),
+                                     where=f"task {card.name!r}: validation")
+        return self._holdout
 
     def raw_split(self, dataset: str, split: str) -> Any:
         """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
@@ -372,16 +468,13 @@ class TaskDatasets:
         if split in self._samples:
             return self._samples[split]
         datasets = self.card.datasets()
-        lazy = {d: self.raw_split(d, split) for d in datasets
-                if len(datasets) == 1 and getattr(self.raw_split(d, split), "lazy", False)}
+        source = self.source_split(split)
+        lazy = {d: self.raw_split(d, source) for d in datasets
+                if len(datasets) == 1 and getattr(self.raw_split(d, source), "lazy", False)}
         if lazy:
             (dataset, raw), = lazy.items()
-            limit = (self.training.max_train_samples if split == self.card.train_split
-                     else self.training.max_eval_samples)
-            rows = torch.arange(len(raw))
-            if limit is not None and limit < len(raw):
-                rows = torch.randperm(len(raw), generator=torch.Generator().manual_seed(1234))[:limit].sort().values
-            arrays = {m: LazyArrays(self, m, raw, split) for m in datasets[dataset]}
+            rows = self.split_index(split)[dataset]
+            arrays = {m: LazyArrays(self, m, raw, source) for m in datasets[dataset]}
             out = SplitSamples(arrays=arrays, rows={m: rows for m in arrays})
         else:
             converted = self.converted(split)
@@ -424,34 +517,60 @@ class TaskDatasets:
     def converted(self, split: str) -> dict[str, ConvertedSamples]:
         """Return modality -> the split's converted samples (paired and subsampled): map-style
         sequences of `InputArray`, read from the on-disk cache (`gperc_core.data.cache`) when the
-        conversion can be fingerprinted, built there once otherwise. Kept per split."""
+        conversion can be fingerprinted, built there once otherwise. Kept per split; ``split`` is a
+        task split (`split_index`)."""
         if split in self._converted:
             return self._converted[split]
-        datasets = self.card.datasets()
-        limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
-        if len(datasets) == 1:
-            only = next(iter(datasets))
-            n = self._split_len(only, split, datasets[only])
-            index = {only: torch.arange(n)}
-        else:
-            raws = {d: self.raw_split(d, split) for d in datasets}
-            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
-        n = len(next(iter(index.values())))
-        if n == 0:
-            raise TaskError(f"task {self.card.name!r}: split {split!r} has no samples")
-        if limit is not None and limit < n:
-            keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
-            index = {d: i[keep] for d, i in index.items()}
+        source = self.source_split(split)
+        index = self.split_index(split)
+        part = self._part(split)
         out: dict[str, ConvertedSamples] = {}
-        for dataset, modalities in datasets.items():
-            unique, inverse = torch.unique(index[dataset], return_inverse=True)
+        for dataset, modalities in self.card.datasets().items():
+            wanted = index[dataset]
+            cached = self._cache_key(dataset, source, modalities[0], "all") is not None
+            if part is not None and cached:  # both parts of the training split: one cache entry of their rows
+                other = self.card.validation_split if part == "train" else self.card.train_split
+                wanted = torch.cat([wanted, self.split_index(other)[dataset]])
+            unique, inverse = torch.unique(wanted, return_inverse=True)
+            inverse = inverse[: len(index[dataset])]
             rows = [int(i) for i in unique]
             for modality in modalities:
-                samples = self._converted_rows(dataset, split, modality, rows)
+                key = (dataset, source, modality, tuple(rows))
+                if key not in self._union:
+                    self._union[key] = self._converted_rows(dataset, source, modality, rows)
+                samples = self._union[key]
                 identity = len(rows) == len(inverse) and bool((inverse == torch.arange(len(inverse))).all())
                 out[modality] = samples if identity else samples.select(inverse.tolist())
         self._converted[split] = out
         return out
+
+    def split_index(self, split: str) -> dict[str, torch.Tensor]:
+        """Return dataset -> the rows of its dataset split that task split ``split`` reads, in order:
+        paired by target for multimodal tasks, the training or validation part when the validation
+        split is held out, then cut to ``max_train_samples`` (training) / ``max_eval_samples``
+        (validation and test) by a fixed random subset."""
+        datasets = self.card.datasets()
+        source = self.source_split(split)
+        limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
+        if len(datasets) == 1:
+            only = next(iter(datasets))
+            n = self._split_len(only, source, datasets[only])
+            index = {only: torch.arange(n)}
+        else:
+            raws = {d: self.raw_split(d, source) for d in datasets}
+            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
+        n = len(next(iter(index.values())))
+        if n == 0:
+            raise TaskError(f"task {self.card.name!r}: split {source!r} has no samples")
+        part = self._part(split)
+        if part is not None:
+            keep = self.holdout(index)[part]
+            index = {d: i[keep] for d, i in index.items()}
+            n = len(keep)
+        if limit is not None and limit < n:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
+            index = {d: i[keep] for d, i in index.items()}
+        return index
 
     def _cache_key(self, dataset: str, split: str, modality: str, selection: str) -> tuple[str, str] | None:
         """The cache entry (name, fingerprint) of converting ``selection`` of ``dataset``'s ``split``
@@ -557,5 +676,5 @@ class TaskDatasets:
                         trimmable=not dense and config.decoder_reduction != "eot", positions=positions)
 
 
-__all__ = ["TaskData", "TaskDatasets", "SplitSamples", "LazyArrays", "pair_by_target", "pad_axis1", "model_adds_positions", "plugin_label",
+__all__ = ["TaskData", "TaskDatasets", "SplitSamples", "LazyArrays", "pair_by_target", "held_out", "pad_axis1", "model_adds_positions", "plugin_label",
            "check_input_len"]

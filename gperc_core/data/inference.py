@@ -46,7 +46,9 @@ def infer_config(data: TaskDatasets, model: Mapping[str, Any], fusion: Mapping[s
     override sections (the card's ``[model]`` / ``[fusion]`` are read from ``data.card``).
     """
     card = data.card
-    splits = [data.collated(card.train_split)]  # the training split only: evaluation data never shapes the model
+    # the training split (with its held-out validation part: the dataset's training split): the test
+    # split never shapes the model
+    splits = [data.collated(name) for name in data.shape_splits()]
     explicit = {**card.model, **model}
     inferred: dict[str, Any] = {}
     per_modality = {m: _infer_modality(data, m, [s[m] for s in splits], explicit) for m in card.modalities}

@@ -58,9 +58,43 @@ def resolve_modality(spec: ModalitySpec, card_options: Mapping[str, Any], overri
 
 def resolve_options(card: Any, overrides: Mapping[str, Mapping[str, Any]], pm: Any) -> dict[str, dict[str, Any]]:
     """Return modality -> resolved options for every modality of ``card`` (a `TaskCard`), with the
-    ``options`` section of the normalised overrides and the modality specs of ``pm``."""
-    return {m: resolve_modality(pm.modality(m), card.options.get(m, {}), overrides.get(m, {}), card.source)
-            for m in card.modalities}
+    ``options`` section of the normalised overrides and the modality specs of ``pm``; a card with
+    ``[cross_validation]`` sets its modalities' fold options (`fold_options`)."""
+    resolved = {m: resolve_modality(pm.modality(m), card.options.get(m, {}), overrides.get(m, {}), card.source)
+                for m in card.modalities}
+    if getattr(card, "cross_validation", None):
+        for modality in card.modalities:
+            resolved[modality].update(fold_options(card, pm.modality(modality), resolved[modality],
+                                                   card.options.get(modality, {}), overrides.get(modality, {})))
+    return resolved
 
 
-__all__ = ["declared_options", "check_option", "resolve_modality", "resolve_options"]
+def fold_options(card: Any, spec: ModalitySpec, resolved: Mapping[str, Any], card_options: Mapping[str, Any],
+                 overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the options that carry ``card.cross_validation`` to the dataset of ``spec``'s modality
+    (`gperc_core.data.cards.FOLD_OPTIONS`: ``num_folds``, ``fold``, ``split_seed``).
+
+    A modality whose plugin does not declare them is a `TaskError` (its datasets cannot make folds);
+    the same option also given in ``[options.<modality>]`` or ``--set options.<modality>.*`` with
+    another value is a `TaskError` naming both."""
+    from gperc_core.data.cards import FOLD_OPTIONS
+
+    cv = {"fold": 0, "seed": 0, **card.cross_validation}
+    declared = declared_options(spec)
+    missing = [name for name in FOLD_OPTIONS.values() if name not in declared]
+    if missing:
+        raise TaskError(f"{card.source}: cross_validation: expected modality {spec.name!r}'s plugin "
+                        f"{spec.plugin!r} to declare the fold options {list(FOLD_OPTIONS.values())}, "
+                        f"it lacks {missing} (its datasets cannot make folds)")
+    out = {}
+    for key, name in FOLD_OPTIONS.items():
+        for where, given in ((card.source, card_options), ("override", overrides)):
+            if name in given and given[name] != cv[key]:
+                raise TaskError(f"{where}: options.{spec.name}.{name}: expected {cv[key]!r} "
+                                f"(cross_validation.{key}) or nothing, got {given[name]!r}; set "
+                                f"cross_validation.{key} instead")
+        out[name] = cv[key]
+    return out
+
+
+__all__ = ["declared_options", "check_option", "resolve_modality", "resolve_options", "fold_options"]

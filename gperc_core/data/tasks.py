@@ -26,8 +26,8 @@ import torch
 
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
-from gperc_core.data.cards import (TaskCard, merge_overrides, normalise_overrides, parse_assignments,
-                                   parse_value)
+from gperc_core.data.cards import (TaskCard, apply_split_overrides, merge_overrides, normalise_overrides,
+                                   parse_assignments, parse_value)
 from gperc_core.data.datasets import TaskData, TaskDatasets, pair_by_target
 from gperc_core.data.inference import infer_config, query_array
 from gperc_core.data.options import resolve_options
@@ -47,9 +47,10 @@ class Task:
 
     def __init__(self, card: TaskCard, pm: Any, overrides: Mapping[str, Any] | None = None,
                  config: PerceiverConfig | None = None) -> None:
-        self.card = card
         self.pm = pm
         self.overrides = normalise_overrides(overrides or {}, card)
+        card = apply_split_overrides(card, self.overrides)  # --set validation.* / cross_validation.*
+        self.card = card
         self.name = card.name
         self.modalities = list(card.modalities)
         self.fused = card.multimodal
@@ -77,8 +78,17 @@ class Task:
         """Modality -> tokenizer (or ``None``) for the modalities whose tokenizer was built."""
         return self.data.tokenizers
 
+    @property
+    def split_names(self) -> dict[str, str]:
+        """The task's splits by role: ``{"train": ..., "validation": ..., "test": ...}`` (the training
+        split is the training part, without the held-out validation samples)."""
+        return {"train": self.card.train_split, "validation": self.card.validation_split,
+                "test": self.card.eval_split}
+
     def split(self, name: str) -> TaskData:
-        """Return split ``name`` as tensors (built on first use, then cached)."""
+        """Return split ``name`` as tensors (built on first use, then cached). The card's
+        ``train_split`` is its training part and ``validation_split`` its validation split (held out of
+        the training split unless the card names the dataset's own: `TaskCard.validation_split`)."""
         if name not in self._splits:
             config = self.infer_config() if self.config is None else self.config
             self._splits[name] = self.data.to_task_data(self.data.collated(name), config, self.query,

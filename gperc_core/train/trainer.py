@@ -2,6 +2,14 @@
 it, optional ``torch.compile``, gradient clipping, evaluation every epoch, a tqdm bar with loss and
 samples/s, ``metrics.jsonl``, atomic resumable checkpoints and a PNG of the curves.
 
+Model selection: every epoch evaluates the task's validation split (held out of the training split,
+or the dataset's own: `gperc_core.data.cards.TaskCard.validation_split`); the best weights by the
+validation metric (accuracy; ties: the lower loss) are kept in ``RUN/best/``; optional early stopping
+(``training.early_stopping_patience``) stops after that many evaluations without a better one. At the
+end the best weights are evaluated once on the test split (the card's ``eval_split``): that is the
+reported figure, and they become the run's model (``RUN/model.safetensors``). The best-so-far state
+is part of every checkpoint, so a resumed run chooses as an uninterrupted one would.
+
 One `Trainer` for every mode: a `gperc_core.train.strategy.Strategy` owns where the model lives,
 the backward of a batch, gradient clipping, the evaluation forward and the full state dict (the
 single-process strategy by default; `gperc_core.parallel.make_strategy` gives DDP, pipeline and
@@ -34,6 +42,11 @@ from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supporte
 from gperc_core.train.loss import MaskedCrossEntropy
 from gperc_core.train.metrics import MetricAccumulator, append_jsonl
 from gperc_core.train.strategy import SingleProcess, StateView, Strategy, run_model
+
+
+BEST_DIR = "best"
+"""The run's sub-folder holding the best weights so far (``config.json``, ``model.safetensors``,
+``validation.json``: the validation record they were chosen on)."""
 
 
 class _TerminateAsInterrupt:
@@ -113,7 +126,7 @@ class Trainer:
     """Trains ``task``'s model and writes the run folder ``out_dir``.
 
     ``task`` is a `gperc_core.data.tasks.Task` (anything with ``name``, ``card``, ``config``,
-    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` (the evaluation split),
+    ``training``, ``infer_config()``, ``build_model()``, ``split(name)`` (the validation and test splits),
     ``train_loader(...)`` (the training batches, `gperc_core.data.loader.TrainLoader`) and
     ``write_record(dir)``).
     ``training`` replaces the task's `TrainingConfig`; ``strategy`` says how training runs (default:
@@ -129,7 +142,12 @@ class Trainer:
         self.device = self.strategy.device
         self.config = task.config if task.config is not None else task.infer_config()
         check_model_bounds(self.config.to_dict(), where="model.")  # refused by name before anything is built
-        self.eval_data = task.split(task.card.eval_split)
+        card = task.card
+        self.split_names = {"train": card.train_split, "validation": getattr(card, "validation_split", card.eval_split),
+                            "test": card.eval_split}
+        self.metric = getattr(card, "selection_metric", "accuracy")
+        self.eval_data = task.split(self.split_names["validation"])  # evaluated every epoch; selection
+        self._test_data: Any = None
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
         self.loss = MaskedCrossEntropy(self.cfg.label_smoothing)
         self.loader = task.train_loader(trim=self.trim, fixed_shapes=not self.trim,
@@ -145,8 +163,19 @@ class Trainer:
         self.step = 0
         self.train_time = 0.0
         self.samples_seen = 0
-        self.last_eval: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}  # the last validation record
+        self.best: dict[str, Any] = {}  # the validation record of the best weights so far (RUN/best/)
+        self.bad_evals = 0  # evaluations in a row without a better validation metric
+        self.stopped_early = False
+        self.test_result: dict[str, Any] = {}  # the test record of the last completed fit()
         self.tensorboard: Any = None  # a TensorBoardLog while fit() runs with training.tensorboard
+
+    @property
+    def test_data(self) -> Any:
+        """The test split (the card's ``eval_split``; built on first use, at the end of training)."""
+        if self._test_data is None:
+            self._test_data = self.task.split(self.split_names["test"])
+        return self._test_data
 
     @property
     def train_data(self) -> Any:
@@ -233,7 +262,7 @@ class Trainer:
         return float(loss)
 
     def evaluate(self, data: Any = None) -> dict[str, Any]:
-        """Evaluate on ``data`` (a task split; default the card's eval split); returns the metrics dict
+        """Evaluate on ``data`` (a task split; default the validation split); returns the metrics dict
         (the same on every process)."""
         return evaluate_batches(lambda batch: self.strategy.predict(batch, self.autocast),
                                 self.eval_data if data is None else data, self.cfg.eval_batch_size,
@@ -244,7 +273,8 @@ class Trainer:
         """The JSON part of a checkpoint: step, counters and the settings it was trained with."""
         return {"step": self.step, "epoch": self.step / max(1, self.steps_per_epoch), "total_steps": self.total_steps,
                 "train_time_s": self.train_time, "samples_seen": self.samples_seen, "task": self.task.name,
-                "training": self.cfg.to_dict(), "last_eval": self.last_eval}
+                "training": self.cfg.to_dict(), "last_eval": self.last_eval, "best": self.best,
+                "bad_evals": self.bad_evals, "stopped_early": self.stopped_early, "splits": self.split_names}
 
     def full_optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state_dict in the single-process layout (every process's part; a collective)."""
@@ -321,7 +351,60 @@ class Trainer:
         self.train_time = float(state.get("train_time_s", 0.0))
         self.samples_seen = int(state.get("samples_seen", 0))
         self.last_eval = dict(state.get("last_eval", {}))
+        self.best = dict(state.get("best", {}))
+        self.bad_evals = int(state.get("bad_evals", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
         return self.step
+
+    # ----------------------------------------------------------------- model selection
+    def is_better(self, record: Mapping[str, Any]) -> bool:
+        """True when validation ``record`` beats the best so far: a higher metric (accuracy), or the same
+        and a lower loss."""
+        if not self.best:
+            return True
+        new, old = float(record[self.metric]), float(self.best[self.metric])
+        return new > old or (new == old and float(record["loss"]) < float(self.best["loss"]))
+
+    def save_best(self) -> Path:
+        """Write the current weights as the best so far into ``RUN/best/`` (with ``validation.json``, the
+        record they were chosen on) from the main process; a collective. Returns the folder."""
+        folder = self.out_dir / BEST_DIR
+        weights = StateView(self.config, self.strategy.full_state_dict())
+        if self.is_main:
+            ckpt.save_model(weights, folder)
+            ckpt.atomic_write_json(folder / "validation.json", self.best)
+        self.strategy.barrier()
+        return folder
+
+    def load_best(self) -> bool:
+        """Load the weights of ``RUN/best/`` into the model (every process its part); returns False
+        (weights unchanged) when there is none."""
+        path = self.out_dir / BEST_DIR / ckpt.WEIGHTS_FILE
+        if not path.is_file():
+            return False
+        self.strategy.load_state_dict(ckpt.load_tensors(path, self.device), str(path))
+        return True
+
+    def run_test(self) -> dict[str, Any]:
+        """Evaluate the best weights (``RUN/best/``, chosen on the validation split) once on the test
+        split, log the record (``split: "test"``), write them as the run's model, then put the current
+        (last) weights back; returns the record (the same on every process)."""
+        last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        found = self.load_best()
+        if not found and self.is_main:
+            print(f"gperc: warning: {self.out_dir / BEST_DIR} holds no weights; the test split is evaluated "
+                  f"with the last weights", file=sys.stderr)
+        metrics = self.evaluate(self.test_data)
+        best = self.best if found else self.last_eval
+        record = {"split": "test", "name": self.split_names["test"], "step": self.step,
+                  "epoch": round(self.step / max(1, self.steps_per_epoch), 4), **metrics,
+                  "best_step": best.get("step"), "best_epoch": best.get("epoch"),
+                  f"validation_{self.metric}": best.get(self.metric), "train_time_s": round(self.train_time, 3)}
+        self.log(record)
+        self.save_model()
+        self.model.load_state_dict(last)
+        self.test_result = record
+        return record
 
     # ----------------------------------------------------------------- the loop
     def log(self, record: dict[str, Any]) -> None:
@@ -340,13 +423,23 @@ class Trainer:
             return None
         return plot_curves(self.out_dir / runs.METRICS_FILE, self.out_dir / runs.PLOT_FILE, title=self.task.name)
 
-    def run_eval(self, epoch: float) -> dict[str, Any]:
-        """Evaluate, log the metrics line and keep it as ``last_eval``; returns it."""
+    def run_eval(self, epoch: float, patience: bool = True) -> dict[str, Any]:
+        """Evaluate the validation split, log the metrics line (``split: "validation"``), keep it as
+        ``last_eval`` and, when it is the best so far, as ``best`` with the weights in ``RUN/best/``
+        (else, with ``patience``, count it towards early stopping); returns it."""
         metrics = self.evaluate()
-        record = {"split": "eval", "step": self.step, "epoch": round(epoch, 4), **metrics,
-                  "train_time_s": round(self.train_time, 3)}
+        record = {"split": "validation", "name": self.split_names["validation"], "step": self.step,
+                  "epoch": round(epoch, 4), **metrics, "train_time_s": round(self.train_time, 3)}
         self.log(record)
         self.last_eval = record
+        if self.is_better(record):
+            self.best, self.bad_evals = dict(record), 0
+            self.save_best()
+        elif patience:
+            self.bad_evals += 1
+            patience = self.cfg.early_stopping_patience
+            if patience is not None and self.bad_evals >= patience:
+                self.stopped_early = True
         return record
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
@@ -354,7 +447,11 @@ class Trainer:
         evaluating and checkpointing every epoch, then write the final model and the plot (and, with
         ``training.tensorboard``, the TensorBoard events: `gperc_core.train.tensorboard`).
 
-        Returns ``{"step", "interrupted", "eval": last metrics, "train_time_s", "samples_per_s"}``.
+        Returns ``{"step", "total_steps", "eval": the reported test record (the best weights on the test
+        split), "test": the same, "validation": the best validation record (``step``, ``epoch``,
+        ``accuracy``, ``loss``...), "last_validation": the last one, "best_step", "early_stopped",
+        "splits": role -> split name, "train_time_s", "samples_per_s"}``; every record names its
+        split (``split``: ``validation`` / ``test``, ``name``: the split's name).
         Ctrl-C or SIGTERM saves a resumable checkpoint first, then re-raises `KeyboardInterrupt`.
         The main process holds the run folder's writer lock (`gperc_core.io.lock`) throughout; another
         process writing the folder is a `RunLockedError`.
@@ -388,6 +485,8 @@ class Trainer:
             torch.manual_seed(self.cfg.seed)  # dropout of a fresh run; a resumed run restored its RNG state
         limit = max_steps if max_steps is not None else self.cfg.max_steps
         stop = min(self.total_steps, limit) if limit is not None else self.total_steps
+        if self.stopped_early:  # a resumed run that had stopped early trains no further
+            stop = min(stop, self.step)
         bar = self._progress(stop)
         window_loss, window_n, window_t = 0.0, 0, 0.0
         batches = self.train_batches(self.step)
@@ -415,10 +514,16 @@ class Trainer:
                     if end_of_epoch:
                         self.run_eval(self.step / self.steps_per_epoch)
                         if bar is not None:
-                            bar.write(f"epoch {self.step // self.steps_per_epoch}: eval loss "
-                                      f"{self.last_eval['loss']:.4f} accuracy {self.last_eval['accuracy']:.4f}")
+                            bar.write(f"epoch {self.step // self.steps_per_epoch}: {self.split_names['validation']} "
+                                      f"loss {self.last_eval['loss']:.4f} accuracy {self.last_eval['accuracy']:.4f}"
+                                      f"{' (best)' if self.best.get('step') == self.step else ''}")
                     if end_of_epoch or (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0):
                         self.save_checkpoint()
+                    if self.stopped_early:
+                        if bar is not None:
+                            bar.write(f"early stopping: no better validation {self.metric} in "
+                                      f"{self.bad_evals} evaluations (best at step {self.best.get('step')})")
+                        break
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
@@ -429,12 +534,14 @@ class Trainer:
         batches.close()
         if bar is not None:
             bar.close()
-        if self.last_eval.get("step") != self.step:
-            self.run_eval(self.step / self.steps_per_epoch)
-        self.save_checkpoint()
-        self.save_model()
+        if self.last_eval.get("step") != self.step:  # a stop between epochs (max_steps): a candidate too,
+            self.run_eval(self.step / self.steps_per_epoch, patience=False)  # not counted for early stopping
+        self.save_checkpoint()  # the last weights and the best-so-far state: what a resume continues from
+        test = self.run_test()
         self.plot()
-        return {"step": self.step, "total_steps": self.total_steps, "eval": self.last_eval,
+        return {"step": self.step, "total_steps": self.total_steps, "eval": test, "test": test,
+                "validation": self.best, "last_validation": self.last_eval, "best_step": self.best.get("step"),
+                "early_stopped": self.stopped_early, "splits": dict(self.split_names),
                 "train_time_s": self.train_time, "samples_per_s": self.samples_seen / max(self.train_time, 1e-9)}
 
     def _progress(self, stop: int):
@@ -446,5 +553,5 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.5)
 
 
-__all__ = ["TrainingConfig", "Trainer", "resolve_device", "bf16_supported", "to_device", "evaluate_model",
+__all__ = ["TrainingConfig", "Trainer", "BEST_DIR", "resolve_device", "bf16_supported", "to_device", "evaluate_model",
            "evaluate_batches", "auto_bf16", "CPU_BF16_MIN_WIDTH"]

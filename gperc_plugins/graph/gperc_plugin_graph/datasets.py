@@ -4,6 +4,14 @@ Splits are fixed and seeded. Graph datasets use `stratified_folds`: the samples 
 shuffled with ``split_seed`` and dealt round-robin into ``num_folds`` folds; ``test`` is fold
 ``fold`` and ``train`` the rest. The default, 5 folds / fold 0 / seed 0, is a stratified 80/20
 split (MUTAG: 150 train, 38 test graphs); ``num_folds=10`` gives the 10-fold protocol's folds.
+``num_folds``, ``fold`` and ``split_seed`` are the options through which a card's
+``[cross_validation]`` table reaches these datasets (`gperc_core.data.cards.FOLD_OPTIONS`): the cards
+say ``cross_validation = { folds = 10, seed = 0 }`` and ``--set cross_validation.fold=3`` picks a fold.
+
+MUTAG's validation split is held out of ``train`` by the core (stratified, `gperc_core.data.cards`).
+Karate is one graph, so its validation split is the plugin's: ``validation`` holds
+``validation_fraction`` (default 0.2) of each class of the training nodes (seeded by ``split_seed``),
+and ``train`` the remaining ones.
 """
 
 from __future__ import annotations
@@ -68,9 +76,26 @@ def _split_options(options: Mapping[str, Any], default_folds: int) -> tuple[int,
     return num_folds, fold, seed
 
 
-def _check_split(split: str, dataset: str) -> None:
-    if split not in ("train", "test"):
-        raise TaskError(f"{PLUGIN_NAME} plugin: dataset {dataset!r} split: expected 'train' or 'test', got {split!r}")
+def _check_split(split: str, dataset: str, splits: tuple[str, ...] = ("train", "test")) -> None:
+    if split not in splits:
+        raise TaskError(f"{PLUGIN_NAME} plugin: dataset {dataset!r} split: expected one of {list(splits)}, got {split!r}")
+
+
+KARATE_SPLITS = ("train", "validation", "test")
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+def held_out_nodes(labels: torch.Tensor, candidates: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Return bool ``[n]``: ``round(fraction * n_c)`` (at least 1) of the ``candidates`` (bool ``[n]``) of
+    each class ``c`` of ``labels``, drawn by a permutation seeded with ``seed`` (the validation nodes)."""
+    n = int(labels.shape[0])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))
+    chosen = torch.zeros(n, dtype=torch.bool)
+    for c in torch.unique(labels[candidates]).tolist():
+        members = order[(labels[order] == c) & candidates[order]]
+        k = max(1, int(round(fraction * len(members)))) if len(members) >= 2 else 0
+        chosen[members[:k]] = True
+    return chosen
 
 
 def split_graphs(graphs: list[Graph], targets: torch.Tensor, classes: list[str], split: str,
@@ -122,18 +147,25 @@ def load_tu_folder(split: str, options: Mapping[str, Any] | None = None) -> Grap
 def load_karate(split: str, options: Mapping[str, Any] | None = None) -> GraphDataset:
     """Zachary's karate club (networkx) for node classification: one graph of 34 nodes whose target
     is each node's club (Mr. Hi = 0, Officer = 1). Nodes are split by `stratified_folds` (default 2
-    folds, fold 0 = test, seed 0); each split holds the whole graph with the other split's nodes'
-    targets set to -100 (ignored)."""
-    _check_split(split, "karate")
+    folds, fold 0 = test, seed 0); ``validation`` holds ``validation_fraction`` of each class of the
+    other folds' nodes (`held_out_nodes`), ``train`` the rest. Each split holds the whole graph with
+    the other splits' nodes' targets set to -100 (ignored)."""
+    _check_split(split, "karate", KARATE_SPLITS)
     import networkx as nx
 
     options = dict(options or {})
     num_folds, fold, seed = _split_options(options, 2)
+    fraction = options.get("validation_fraction")
+    fraction = DEFAULT_VALIDATION_FRACTION if fraction is None else fraction
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 < fraction < 1.0:
+        raise TaskError(f"{PLUGIN_NAME} plugin: options['validation_fraction']: expected a number in (0, 1), "
+                        f"got {fraction!r}")
     g = nx.karate_club_graph()
     clubs = sorted({g.nodes[n]["club"] for n in g.nodes})
     labels = torch.tensor([clubs.index(g.nodes[n]["club"]) for n in g.nodes], dtype=torch.long)
     graph = make_graph(g.number_of_nodes(), torch.tensor(list(g.edges()), dtype=torch.long))
     folds = stratified_folds(labels, num_folds, seed)
-    in_split = (folds == fold) if split == "test" else (folds != fold)
+    validation = held_out_nodes(labels, folds != fold, float(fraction), seed)
+    in_split = {"test": folds == fold, "validation": validation, "train": (folds != fold) & ~validation}[split]
     target = torch.where(in_split, labels, torch.full_like(labels, IGNORE_INDEX))
     return GraphDataset([graph], [target], clubs)

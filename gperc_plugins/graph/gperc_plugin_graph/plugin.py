@@ -8,7 +8,7 @@ from typing import Any
 from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, hookimpl, packaged_task_cards
 
 from . import PLUGIN_NAME
-from .datasets import GRAKEL_HINT, load_karate, load_mutag, load_tu_folder
+from .datasets import GRAKEL_HINT, KARATE_SPLITS, load_karate, load_mutag, load_tu_folder
 from .tokens import declared_options
 
 MODALITY = "graph"
@@ -50,7 +50,7 @@ def gperc_register_datasets() -> list[DatasetSpec]:
         DatasetSpec(name="mutag", modalities=[MODALITY], load=load_mutag, num_classes=2,
                     description="MUTAG: 188 molecules, mutagenic or not (TU files in the grakel wheel)",
                     install_hint=GRAKEL_HINT),
-        DatasetSpec(name="karate", modalities=[MODALITY], load=load_karate, num_classes=2,
+        DatasetSpec(name="karate", modalities=[MODALITY], load=load_karate, num_classes=2, splits=KARATE_SPLITS,
                     description="Zachary's karate club: node classification of the 34 members' clubs",
                     install_hint="pip install networkx==3.6.1"),
         DatasetSpec(name="tu-folder", volatile=True, modalities=[MODALITY], load=load_tu_folder,

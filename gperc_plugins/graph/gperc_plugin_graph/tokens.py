@@ -54,6 +54,8 @@ DATASET_OPTIONS: dict[str, Option] = {
     "num_folds": Option(int, None, "stratified folds of the split (default per dataset)"),
     "fold": Option(int, None, "the fold held out as the test split (default 0)"),
     "split_seed": Option(int, None, "seed of the stratified folds (default 0)"),
+    "validation_fraction": Option(float, None, "karate: part of the training nodes of each class held out as "
+                                               "the 'validation' split (default 0.2)"),
 }
 
 

@@ -102,11 +102,29 @@ def test_mutag_without_grakel(monkeypatch):
 
 
 def test_karate_splits_are_complementary():
-    train, test = load_karate("train")[0], load_karate("test")[0]
-    labelled_train, labelled_test = train["target"] != -100, test["target"] != -100
-    assert int(labelled_train.sum()) == 16 and bool((labelled_train ^ labelled_test).all())  # 8 + 8 / 9 + 9
-    both = torch.where(labelled_train, train["target"], test["target"])
+    parts = {s: load_karate(s)[0]["target"] for s in ("train", "validation", "test")}
+    labelled = {s: t != -100 for s, t in parts.items()}
+    assert sum(labelled.values()).eq(1).all()  # every node in exactly one split
+    assert [int(labelled[s].sum()) for s in ("train", "validation", "test")] == [12, 4, 18]  # 2 folds (9 + 9 tested); 0.2 of each class
+    both = parts["train"].clone()
+    for s in ("validation", "test"):
+        both = torch.where(labelled[s], parts[s], both)
     assert torch.bincount(both).tolist() == [17, 17]
+    assert torch.bincount(parts["validation"][labelled["validation"]]).tolist() == [2, 2]  # stratified
+
+
+def test_karate_folds_partition_the_nodes():
+    tests = [load_karate("test", {"num_folds": 10, "fold": k})[0]["target"] != -100 for k in range(10)]
+    assert torch.stack(tests).sum(0).eq(1).all()  # each node tested in exactly one fold
+    for k in range(10):
+        opts = {"num_folds": 10, "fold": k, "validation_fraction": 0.1}
+        train, val = (load_karate(s, opts)[0]["target"] != -100 for s in ("train", "validation"))
+        assert not (train & val).any() and not ((train | val) & tests[k]).any() and int(val.sum()) >= 2
+        assert bool((train | val | tests[k]).all())
+    with pytest.raises(TaskError, match=r"validation_fraction.*\(0, 1\), got 1.5"):
+        load_karate("validation", {"validation_fraction": 1.5})
+    with pytest.raises(TaskError, match="split: expected one of"):
+        load_karate("dev")
 
 
 def test_pyg_stand_in_through_the_hook():
@@ -139,3 +157,21 @@ def test_karate_task_builds_and_learns():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_mutag_card_cross_validation_folds_partition_the_graphs():
+    from gperc_core.data.tasks import Task
+    from gperc_core.data.registry import find_card, plugin_manager
+
+    pm = plugin_manager()
+    card = find_card("graph/mutag", pm)
+    assert card.cross_validation == {"folds": 10, "seed": 0} and card.goal["accuracy"] == 0.88
+    tested = 0
+    for k in range(10):
+        data = Task(card, pm, {"cross_validation.fold": k}).data
+        sizes = {s: len(data.split_index(s)["mutag"]) for s in ("train", "validation", "test")}
+        train, val = (set(data.split_index(s)["mutag"].tolist()) for s in ("train", "validation"))
+        assert not train & val and sizes["train"] + sizes["validation"] + sizes["test"] == 188
+        assert sizes["validation"] in (16, 17, 18)
+        tested += sizes["test"]
+    assert tested == 188

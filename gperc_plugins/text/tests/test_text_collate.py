@@ -139,6 +139,7 @@ def test_the_core_collates_text_tasks_with_it(monkeypatch):
     assert calls and task.config.input_len % 8 == 0  # whole splits collated by the text collator, rounded up
     data = task.split("train")
     batch = data.batch(torch.arange(len(data)), trim=False)
-    assert batch["input_array"].shape == (16, task.config.input_len) and batch["target"].tolist() == [0, 1] * 8
+    assert len(data) + len(task.split("validation")) == 16  # 10 % of each class held out for validation
+    assert batch["input_array"].shape == (len(data), task.config.input_len) and sorted(batch["target"].tolist()) == [0] * 7 + [1] * 7
     lengths = batch["attention_mask"].sum(1)
     assert int(lengths.max()) <= task.config.input_len and int(lengths.min()) < int(lengths.max())
