@@ -60,11 +60,14 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
     Split by synthesiser voice (DATASETS.md): ``train`` = every espeak-ng clip plus the flite voices
     ``train_flite_voices`` (default kal16, awb, slt); ``test`` = the held-out flite voice
     ``test_voice`` (default rms). Options: ``cache_dir`` (default ``$GPERC_CACHE/spoken-digits``),
-    ``test_voice``, ``train_flite_voices`` and any `SynthesisPlan` field (e.g. ``digits``).
+    ``test_voice``, ``train_flite_voices``, ``validation_voice`` and any `SynthesisPlan` field (e.g.
+    ``digits``). With ``validation_voice`` (a flite voice in neither of the others) there is also a
+    ``validation`` split of that voice's clips: a held-out voice, as the test is, for model selection.
     """
-    _check_split(split, ("train", "test"), "spoken-digits")
     opts = dataset_options(options)
     test_voice = opts.get("test_voice", DEFAULT_TEST_VOICE)
+    validation_voice = opts.get("validation_voice")
+    _check_split(split, ("train", "validation", "test") if validation_voice else ("train", "test"), "spoken-digits")
     train_flite = tuple(opts.get("train_flite_voices", DEFAULT_TRAIN_FLITE))
     if test_voice not in FLITE_VOICES:
         raise TaskError(f"{PLUGIN_NAME} plugin: options['test_voice']: expected a flite voice among {FLITE_VOICES}, "
@@ -72,14 +75,21 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
     if test_voice in train_flite:
         raise TaskError(f"{PLUGIN_NAME} plugin: options['train_flite_voices']: expected voices other than the "
                         f"held-out test_voice={test_voice!r}, got {list(train_flite)}")
+    if validation_voice is not None and (validation_voice not in FLITE_VOICES or validation_voice == test_voice
+                                         or validation_voice in train_flite):
+        raise TaskError(f"{PLUGIN_NAME} plugin: options['validation_voice']: expected a flite voice among "
+                        f"{FLITE_VOICES} other than test_voice={test_voice!r} and train_flite_voices="
+                        f"{list(train_flite)}, got {validation_voice!r}")
     plan_opts = dict(opts)
-    plan_opts.setdefault("flite_voices", sorted(set(train_flite) | {test_voice}))
+    plan_opts.setdefault("flite_voices", sorted(set(train_flite) | {test_voice} | (
+        {validation_voice} if validation_voice else set())))
     plan = SynthesisPlan.from_options(plan_opts)
     root = Path(opts["cache_dir"]) if opts.get("cache_dir") else None
     clips = synthesize(plan, root)
     base = root or default_cache_dir()
-    if split == "test":
-        chosen = [c for c in clips if c.synth == "flite" and c.voice == test_voice]
+    if split in ("test", "validation"):
+        voice = test_voice if split == "test" else validation_voice
+        chosen = [c for c in clips if c.synth == "flite" and c.voice == voice]
     else:
         chosen = [c for c in clips if c.synth == "espeak-ng" or c.voice in train_flite]
     if not chosen:

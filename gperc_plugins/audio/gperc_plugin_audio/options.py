@@ -67,6 +67,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {"representation": REPRESENTATIONS, "layo
 DATASET_OPTIONS: dict[str, Option] = {
     "test_voice": Option(str, None, "spoken-digits: the held-out flite voice of the test split (default rms)"),
     "train_flite_voices": Option(list, None, "spoken-digits: flite voices of the train split (default kal16, awb, slt)"),
+    "validation_voice": Option(str, None, "spoken-digits: a held-out flite voice that makes a 'validation' split"),
     "cache_dir": Option(str, None, "spoken-digits: where the clips are synthesised (default $GPERC_CACHE/spoken-digits)"),
     "root": Option(str, None, "audio-folder: folder of <label>/<file>.wav (or <split>/<label>/<file>.wav)"),
     **{name: USER_DATA_OPTIONS[name] for name in ("path", "column", "label_column", "test_fraction", "split_seed",

@@ -70,10 +70,27 @@ def test_missing_synthesisers_name_the_apt_command(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("options, message", [({"test_voice": "bob"}, "test_voice"),
                                               ({"train_flite_voices": ["rms"]}, "train_flite_voices"),
-                                              ({"digits": [12]}, "digits"), ({"digits": 3}, "expected a list")])
+                                              ({"digits": [12]}, "digits"), ({"digits": 3}, "expected a list"),
+                                              ({"validation_voice": "rms"}, "validation_voice"),
+                                              ({"validation_voice": "awb"}, "validation_voice")])
 def test_bad_spoken_digit_options(tmp_path, options, message):
     with pytest.raises(TaskError, match=message):
         load_spoken_digits("train", {**TINY, "cache_dir": str(tmp_path), **options})
+
+
+def test_validation_split_needs_a_validation_voice(tmp_path):
+    with pytest.raises(TaskError, match="split: expected one of"):
+        load_spoken_digits("validation", {**TINY, "cache_dir": str(tmp_path)})
+
+
+@needs_synths
+def test_spoken_digits_validation_voice_is_held_out(tmp_path):
+    options = {**TINY, "cache_dir": str(tmp_path), "validation_voice": "slt"}
+    splits = {name: load_spoken_digits(name, options) for name in ("train", "validation", "test")}
+    assert {m["voice"] for m in splits["validation"].meta} == {"slt"}
+    assert {m["voice"] for m in splits["train"].meta} == {"en-us+m1", "awb"}
+    assert {m["voice"] for m in splits["test"].meta} == {"rms"}
+    assert sorted(splits["validation"].targets) == [1, 2]
 
 
 @needs_synths
