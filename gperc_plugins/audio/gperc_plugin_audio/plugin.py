@@ -39,7 +39,9 @@ def gperc_register_datasets() -> list[DatasetSpec]:
     ``audio-from-disk`` (your data)."""
     return [
         DatasetSpec(name="spoken-digits", modalities=[MODALITY], load=load_spoken_digits, num_classes=10,
-                    description="digits 0-9 spoken by espeak-ng and flite voices; test = a held-out flite voice",
+                    splits=("train", "validation", "test"),
+                    description="digits 0-9 spoken by espeak-ng and flite voices; test = a held-out flite voice; "
+                                "validation = another one (option validation_voice)",
                     install_hint=INSTALL_HINT),
         DatasetSpec(name="audio-folder", volatile=True, modalities=[MODALITY], load=load_audio_folder,
                     description="your audio files as <root>/<label>/<file>.wav or <root>/<split>/<label>/<file>.wav "
