@@ -4,8 +4,12 @@ Prints the mean training loss over steps 0-10, 20-30, 50-60, 90-100 and the test
 100 steps for each variant given on the command line (Python expressions calling `run` or
 `run_patched`), e.g.::
 
-    python bench/dead_start.py 'run("base")' \
-        'run_patched("enc key x10", lambda m: m.encoder.block.attention.key.weight.data.mul_(10))'
+    python bench/dead_start.py 'run("base", encoder_key_init_gain=0)' \
+        'run_patched("enc key x10", lambda m: m.encoder.block.attention.key.weight.data.mul_(10), encoder_key_init_gain=0)'
+
+``encoder_key_init_gain=0`` gives PyTorch's default initialisation (the dead start); the default gain
+of 6 is the fix (docs/initialisation.md). ``standardize()`` switches the pixels to mean 0, std 1 and
+``lecun(linear, gain)`` re-draws a layer from N(0, gain^2 / fan_in).
 
 One thread, scikit-learn digits (1347 train / 450 test, seed 0), batch 32, lr 2e-3, no warmup.
 """
