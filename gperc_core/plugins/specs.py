@@ -78,6 +78,23 @@ def dataclass_options(cls: type, help: Mapping[str, str], types: Mapping[str, ty
             for f in fields(cls)}
 
 
+def recipe_names(value: Any, choices: Sequence[str], default: Sequence[str], where: str) -> tuple[str, ...]:
+    """Return the step names a recipe option such as ``augment`` asks for: ``()`` for ``false`` /
+    ``None``, ``default`` for ``true``, else the names (one string or a list) when all are in
+    ``choices``; anything else is a `TaskError` naming ``where`` (e.g. ``"plugin: options['augment']"``),
+    the choices and the value."""
+    from gperc_core.errors import TaskError
+
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return tuple(default)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n in choices for n in names):
+        raise TaskError(f"{where}: expected true, false or a list of names from {tuple(choices)}, got {value!r}")
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class PositionGrid:
     """The index grid of an input array's elements, declared by the plugin so the model (not the

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from gperc_core import InputArray, TaskError
+from gperc_core.plugins.specs import recipe_names
 
 from . import PLUGIN_NAME
 
@@ -29,15 +30,7 @@ TIME_MASK_FRACTION = 0.1
 
 def augmentation_names(value: Any) -> tuple[str, ...]:
     """Return the augmentation names an ``augment`` option asks for (``()`` for none)."""
-    if value is None or value is False:
-        return ()
-    if value is True:
-        return DEFAULT_RECIPE
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n in AUGMENTATIONS for n in names):
-        raise TaskError(f"{PLUGIN_NAME}: options['augment']: expected true, false or a list of names from "
-                        f"{AUGMENTATIONS}, got {value!r}")
-    return tuple(names)
+    return recipe_names(value, AUGMENTATIONS, DEFAULT_RECIPE, f"{PLUGIN_NAME}: options['augment']")
 
 
 def augment_frames(frames: torch.Tensor, names: tuple[str, ...], bins: int) -> torch.Tensor:

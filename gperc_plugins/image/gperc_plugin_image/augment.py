@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from gperc_core import InputArray, TaskError
+from gperc_core import InputArray
+from gperc_core.plugins.specs import recipe_names
 
 from . import PLUGIN
 
@@ -25,15 +26,7 @@ DEFAULT_RECIPE = ("crop",)
 
 def augmentation_names(value: Any) -> tuple[str, ...]:
     """Return the augmentation names an ``augment`` option asks for (``()`` for none)."""
-    if value is None or value is False:
-        return ()
-    if value is True:
-        return DEFAULT_RECIPE
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n in AUGMENTATIONS for n in names):
-        raise TaskError(f"{PLUGIN}: options['augment']: expected true, false or a list of names from "
-                        f"{AUGMENTATIONS}, got {value!r}")
-    return tuple(names)
+    return recipe_names(value, AUGMENTATIONS, DEFAULT_RECIPE, f"{PLUGIN}: options['augment']")
 
 
 def build_augmentation(value: Any, height: int, width: int) -> Callable[[Any], torch.Tensor] | None:
@@ -80,10 +73,6 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     from .arrays import ArrayOptions
 
     geometry = ArrayOptions(options)
-    if geometry.normalize is not None:  # augment the [0, 1] pixels: padding and erasing fill with black
-        mean, std = geometry.normalize
-        c = x.shape[1] // (geometry.patch_size ** 2 if geometry.representation == "patches" else 1)
-        x = _per_channel(x, c, lambda v: v * std + mean)
     if geometry.representation == "patches":
         p = geometry.patch_size
         c = x.shape[1] // (p * p)
@@ -91,21 +80,20 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     else:
         p, c = 1, x.shape[1]
         image = x.reshape(rows, cols, c)
+    if geometry.normalize is not None:  # augment the [0, 1] pixels: padding and erasing fill with black
+        mean, std = geometry.normalize
+        image = image * std + mean
     augment = _cached_augmentation(names, image.shape[0], image.shape[1])
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
         torch.manual_seed(seed)
         out = augment(image)
+    if geometry.normalize is not None:
+        out = (out - mean) / std
     if p > 1:
         out = out.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
     else:
         out = out.reshape(rows * cols, c)
-    if geometry.normalize is not None:
-        out = _per_channel(out, c, lambda v: (v - mean) / std)
     return InputArray(array=out.to(x.dtype), mask=array.mask, output=array.output, target=array.target,
                       position=array.position)
 
-
-def _per_channel(x: torch.Tensor, channels: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply ``fn`` to ``x`` (``[elements, k * channels]``, channels last) viewed as ``[..., channels]``."""
-    return fn(x.reshape(*x.shape[:-1], -1, channels)).reshape(x.shape)
