@@ -37,8 +37,12 @@ class MaskedCrossEntropy:
     def total(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float | None = None) -> torch.Tensor:
         """Sum of the per-target losses over the labelled targets (float32 scalar)."""
         smoothing = self.label_smoothing if label_smoothing is None else float(label_smoothing)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smoothing)
+        flat, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+        if logits.dim() == 3:  # per-query targets (e.g. masked tokens): score the labelled rows alone
+            keep = labels != IGNORE_INDEX
+            flat, labels = flat[keep], labels[keep]
+        return F.cross_entropy(flat.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum",
+                               label_smoothing=smoothing)
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.total(logits, target) / self.normaliser
