@@ -1,10 +1,14 @@
-"""Training-time augmentation of audio frames: SpecAugment masks and time shifts (off unless asked).
+"""Training-time augmentation of audio frames: SpecAugment masks, time shifts, frequency warping
+(vocal-tract-length perturbation) and time stretching (off unless asked).
 
 ``options["augment"]`` is ``false`` (default), ``true`` (the default recipe ``["freq_mask",
 "time_mask"]``) or a list of names from `AUGMENTATIONS`. The plugin's ``gperc_transform`` hook
 applies it to training samples only, once per epoch, on the converted ``[frames, bins]`` array of
 the ``frames`` layout (log-mel or MFCC): masked bins and frames take the array's mean (0 after
-``cmvn``), shifted frames are filled with it. Masks are torchaudio's `mask_along_axis` drawn with
+``cmvn``), shifted frames are filled with it. ``freq_warp`` resamples the bin axis by a random
+factor (a speaker's vocal tract scales its formants along frequency: VTLP, Jaitly & Hinton 2013) and
+``time_stretch`` the frame axis (speaking rate); both interpolate linearly, the warped bins repeat the
+edge bin and stretched-out frames take the mean. Masks are torchaudio's `mask_along_axis` drawn with
 the global RNG seeded from the hook's generator, so each epoch sees a fresh view and a resumed run
 the same ones.
 """
@@ -20,12 +24,45 @@ from gperc_core.plugins.specs import recipe_names
 
 from . import PLUGIN_NAME
 
-AUGMENTATIONS = ("freq_mask", "time_mask", "time_shift")
+AUGMENTATIONS = ("freq_mask", "time_mask", "time_shift", "freq_warp", "time_stretch")
 DEFAULT_RECIPE = ("freq_mask", "time_mask")
 FREQ_MASK_FRACTION = 0.15
 """Widest frequency mask, as a fraction of the bins (SpecAugment's F: 6 of 40 mel bins)."""
 TIME_MASK_FRACTION = 0.1
 """Widest time mask and largest shift, as a fraction of the frames (15 of a 1.5 s clip's 150)."""
+FREQ_WARP_RANGE = (0.85, 1.15)
+"""Frequency-warp factors, drawn log-uniformly (VTLP uses 0.9-1.1 on mel filters; adult voices'
+formants differ by up to ~15 %)."""
+TIME_STRETCH_RANGE = (0.85, 1.15)
+"""Time-stretch factors, drawn log-uniformly (Kaldi's speed perturbation uses 0.9, 1.0, 1.1)."""
+
+
+def _log_uniform(low: float, high: float) -> float:
+    """One factor drawn log-uniformly in ``[low, high]`` from the global RNG."""
+    u = float(torch.rand(()))
+    return float(torch.exp(torch.tensor(low).log() * (1 - u) + torch.tensor(high).log() * u))
+
+
+def resample_axis(spec: torch.Tensor, factor: float, axis: int, fill: float | None) -> torch.Tensor:
+    """Return ``spec`` with axis ``axis`` scaled by ``factor`` about index 0 (output index ``i`` reads
+    input position ``i / factor``, linearly interpolated), same shape; positions past the last input
+    take ``fill``, or the last input's value when ``fill`` is ``None``."""
+    n = spec.shape[axis]
+    src = torch.arange(n, dtype=torch.float32) / factor
+    beyond = src > n - 1
+    src = src.clamp(max=n - 1)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    w = (src - lo.float()).to(spec.dtype)
+    shape = [1] * spec.dim()
+    shape[axis] = n
+    w = w.view(shape)
+    out = spec.index_select(axis, lo) * (1 - w) + spec.index_select(axis, hi) * w
+    if fill is not None and bool(beyond.any()):
+        index = [slice(None)] * spec.dim()
+        index[axis] = beyond
+        out[tuple(index)] = fill
+    return out
 
 
 def augmentation_names(value: Any) -> tuple[str, ...]:
@@ -54,6 +91,10 @@ def augment_frames(frames: torch.Tensor, names: tuple[str, ...], bins: int) -> t
                 spec[..., :shift] = fill
             elif shift < 0:
                 spec[..., shift:] = fill
+        elif name == "freq_warp":
+            spec = resample_axis(spec, _log_uniform(*FREQ_WARP_RANGE), axis=1, fill=None)
+        elif name == "time_stretch":
+            spec = resample_axis(spec, _log_uniform(*TIME_STRETCH_RANGE), axis=2, fill=fill)
     out = frames.clone()
     out[:, :bins] = spec[0].T
     return out

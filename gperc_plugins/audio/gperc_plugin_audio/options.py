@@ -79,7 +79,7 @@ DATASET_OPTIONS: dict[str, Option] = {
 
 AUGMENT_OPTIONS: dict[str, Option] = {
     "augment": Option((bool, list), False, "training-time masks of frames: false, true (freq_mask + time_mask) or "
-                      "a list of: freq_mask, time_mask, time_shift (gperc_plugin_audio.augment)"),
+                      "a list of: freq_mask, time_mask, time_shift, freq_warp, time_stretch (gperc_plugin_audio.augment)"),
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gperc_core import InputArray, PositionGrid, TaskError
-from gperc_plugin_audio.augment import AUGMENTATIONS, augment_array, augmentation_names
+from gperc_plugin_audio.augment import AUGMENTATIONS, augment_array, augmentation_names, resample_axis
 from gperc_plugin_audio.plugin import gperc_transform
 
 OPTIONS = {"representation": "logmel", "n_mels": 40, "duration": 1.5, "fourier_bands": 4}
@@ -54,3 +54,39 @@ def test_bad_augment_names_the_option(value):
 def test_raw_samples_are_refused():
     with pytest.raises(TaskError, match="expected representation 'logmel' or 'mfcc'"):
         augment_array(_clip(100, 1), {"representation": "raw", "augment": True}, torch.Generator())
+
+
+def test_resample_axis_scales_about_zero_and_fills_past_the_end():
+    x = torch.arange(10.0).view(1, 1, 10)
+    assert torch.equal(resample_axis(x, 1.0, axis=2, fill=-1.0), x)
+    stretched = resample_axis(x, 2.0, axis=2, fill=-1.0)  # output i reads input i / 2
+    assert torch.allclose(stretched[0, 0], torch.arange(10.0) / 2)
+    squeezed = resample_axis(x, 0.5, axis=2, fill=-1.0)  # output i reads input 2i: past 9 takes the fill
+    assert squeezed[0, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0, -1.0, -1.0, -1.0, -1.0, -1.0]
+    edge = resample_axis(x, 0.5, axis=2, fill=None)  # or repeats the last input
+    assert edge[0, 0, 5:].tolist() == [9.0] * 5
+
+
+def test_frequency_warp_moves_a_formant_along_the_bins():
+    spec = torch.zeros(1, 40, 30)
+    spec[0, 20] = 1.0  # a formant at bin 20 in every frame
+    peaks = []
+    for factor in (0.85, 1.15):
+        out = resample_axis(spec, factor, axis=1, fill=None)
+        peaks.append(float((out[0, :, 0] * torch.arange(40.0)).sum() / out[0, :, 0].sum()))
+    assert peaks[0] == pytest.approx(20 * 0.85, abs=0.5) and peaks[1] == pytest.approx(20 * 1.15, abs=0.5)
+
+
+@pytest.mark.parametrize("name, axis", [("freq_warp", 1), ("time_stretch", 0)])
+def test_warps_draw_factors_within_their_range(name, axis):
+    from gperc_plugin_audio.augment import FREQ_WARP_RANGE, TIME_STRETCH_RANGE
+
+    low, high = FREQ_WARP_RANGE if name == "freq_warp" else TIME_STRETCH_RANGE
+    n = 40 if axis == 1 else 150
+    ramp = torch.arange(float(n)).view(-1, 1) if axis == 0 else torch.arange(float(n)).view(1, -1)
+    clip = InputArray(array=ramp.expand(150, 40).clone(), position=PositionGrid((150,), 4))
+    for seed in range(20):
+        out = augment_array(clip, {**OPTIONS, "augment": [name]}, torch.Generator().manual_seed(seed)).array
+        line = out[:, 5] if axis == 0 else out[5, :]
+        factor = 10.0 / float(line[10])  # output 10 reads input 10 / factor: a ramp says the factor
+        assert low - 1e-4 <= factor <= high + 1e-4

@@ -219,6 +219,20 @@ def query_array(height: int, width: int, output_dim: int, num_bands: int = DEFAU
     return queries
 
 
+def pixel_query_width(num_bands: int, channels: int) -> int:
+    """Width of the per-pixel queries that carry their pixel (``query_pixels``): the ``(H, W)`` grid's
+    Fourier channels plus the image's ``channels``."""
+    return feature_channels(2, num_bands) + int(channels)
+
+
+def pixel_query_array(array: torch.Tensor, height: int, width: int, num_bands: int) -> torch.Tensor:
+    """Return one sample's per-pixel decoder queries ``[H*W, F + C]``: each pixel's Fourier features
+    (``F = 2 * (2 * num_bands + 1)``) followed by its channels from the pixel ``array`` ``[H*W, C]``,
+    so the decoder reads the pixel it labels (Perceiver IO's input-derived queries)."""
+    feats = position_features((height, width), num_bands)
+    return torch.cat([feats.to(array.dtype), array], dim=1)
+
+
 def read_image_file(path: str) -> np.ndarray:
     """Read one image file into the raw sample the datasets yield: ``[H, W, C]`` uint8 for PNG / JPEG
     (decoded by torchvision), or the array of a ``.npy`` file (loaded without pickle)."""

@@ -13,7 +13,8 @@ from gperc_core import (USER_DATA_OPTIONS, DatasetSpec, InputArray, ModalitySpec
                         packaged_task_cards)
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
-from .arrays import DEFAULT_NUM_BANDS, DEFAULT_PATCH_SIZE, REPRESENTATIONS, ArrayOptions, query_array, read_image_file
+from .arrays import (DEFAULT_NUM_BANDS, DEFAULT_PATCH_SIZE, REPRESENTATIONS, ArrayOptions, pixel_query_array,
+                     pixel_query_width, query_array, read_image_file)
 from .config import TASKS
 from .datasets import DATASETS
 
@@ -32,6 +33,9 @@ OPTIONS = {
     "channels": Option(int, None, "number of channels every sample must have"),
     "task": Option(str, "classification", "'classification' or 'segmentation' (one Fourier query per pixel)",
                    choices=TASKS),
+    "query_pixels": Option(bool, False, "segmentation: each pixel's query carries the pixel's (normalised) "
+                           "channels after its Fourier features, so the decoder reads the pixel it labels; the "
+                           "queries are then 2 * (2 * num_bands + 1) + C wide, the model's output_dim"),
     "augment": Option((bool, list), False, "false, true (random crop) or a list of: crop, flip, rotate, affine, "
                       "erase (train split)"),
     "root": Option(str, None, "image-folder: your <label>/<image> folder; fashion-mnist: its folder or a torchvision "
@@ -77,7 +81,34 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
         sample = sample[MODALITY]
     geometry = ArrayOptions(options)
     image = geometry.image(sample)
-    return InputArray(array=geometry.array(image), position=geometry.grid(image.shape[0], image.shape[1]))
+    array = geometry.array(image)
+    output = None
+    if _queries_carry_pixels(options):
+        _check_segmentation_geometry(geometry)
+        output = pixel_query_array(array, image.shape[0], image.shape[1], geometry.num_bands)
+    return InputArray(array=array, output=output, position=geometry.grid(image.shape[0], image.shape[1]))
+
+
+def _queries_carry_pixels(options: dict[str, Any] | None) -> bool:
+    """True when ``options`` ask for segmentation queries that carry their pixel (``query_pixels``)."""
+    options = options or {}
+    value = options.get("query_pixels", False)
+    if not isinstance(value, bool):
+        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected true or false, got {value!r}")
+    if value and options.get("task", "classification") != "segmentation":
+        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected task 'segmentation' (one query per pixel), "
+                        f"got task {options.get('task', 'classification')!r}")
+    return value
+
+
+def _check_segmentation_geometry(geometry: ArrayOptions) -> None:
+    """Raise `TaskError` unless ``geometry`` fixes the image shape and reads pixels (one query per pixel)."""
+    if geometry.image_shape is None:
+        raise TaskError(f"{PLUGIN}: options['image_shape']: expected [H, W] (or [H, W, C]) for segmentation "
+                        f"queries (one per pixel), got None")
+    if geometry.representation != "pixels":
+        raise TaskError(f"{PLUGIN}: options['representation']: expected 'pixels' for segmentation (one query "
+                        f"per pixel), got {geometry.representation!r}")
 
 
 @hookimpl
@@ -93,15 +124,20 @@ def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], g
 
 @hookimpl
 def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) -> torch.Tensor | None:
-    """Segmentation: one Fourier query per pixel, ``[H*W, output_dim]``; otherwise ``None``."""
+    """Segmentation: one Fourier query per pixel, ``[H*W, output_dim]``; otherwise ``None``. With
+    ``query_pixels`` every sample brings its own queries (`gperc_input_array`); this static array
+    (pixel channels zero) then only fixes their shape, and ``output_dim`` must be their width."""
     if modality != MODALITY or (options or {}).get("task", "classification") != "segmentation":
         return None
     geometry = ArrayOptions(options)
-    if geometry.image_shape is None:
-        raise TaskError(f"{PLUGIN}: options['image_shape']: expected [H, W] (or [H, W, C]) for segmentation "
-                        f"queries (one per pixel), got None")
-    if geometry.representation != "pixels":
-        raise TaskError(f"{PLUGIN}: options['representation']: expected 'pixels' for segmentation (one query "
-                        f"per pixel), got {geometry.representation!r}")
+    _check_segmentation_geometry(geometry)
     height, width = geometry.image_shape[:2]
+    if _queries_carry_pixels(options):
+        channels = geometry.channels or 1
+        width_needed = pixel_query_width(geometry.num_bands, channels)
+        if output_dim != width_needed:
+            raise TaskError(f"{PLUGIN}: output_dim: expected {width_needed} with options['query_pixels'] (2 axes x "
+                            f"(2 x num_bands={geometry.num_bands} + 1) Fourier channels + {channels} pixel "
+                            f"channel(s)), got {output_dim}; set model.output_dim = {width_needed}")
+        return pixel_query_array(torch.zeros(height * width, channels), height, width, geometry.num_bands)
     return query_array(height, width, output_dim, geometry.num_bands)

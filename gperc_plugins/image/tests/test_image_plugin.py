@@ -103,6 +103,36 @@ def test_segmentation_queries_drive_per_pixel_logits(pm):
     assert loss < 0.7 * start
 
 
+def test_query_pixels_queries_carry_each_pixel_after_its_fourier_features(pm):
+    options = {"num_bands": 4, "image_shape": [8, 8], "task": "segmentation", "query_pixels": True,
+               "normalize": [0.3, 0.4]}
+    sample = load_digits_segmentation("train", {})[0]
+    array = pm.hook.gperc_input_array(modality="image", sample=sample["image"], options=options, tokenizer=None)
+    assert array.output.shape == (64, 19)  # 2 x (2 x 4 + 1) Fourier channels + 1 pixel channel
+    assert torch.equal(array.output[:, 18:], array.array)  # the pixel, normalised as the input array is
+    static = pm.hook.gperc_output_array(modality="image", options=options, output_dim=19)
+    assert torch.equal(static[:, :18], array.output[:, :18]) and not static[:, 18:].any()
+    plain = pm.hook.gperc_input_array(modality="image", sample=sample["image"], options={**options, "query_pixels": False},
+                                      tokenizer=None)
+    assert plain.output is None
+
+
+@pytest.mark.parametrize("options, output_dim, match", [
+    ({"task": "segmentation", "image_shape": [8, 8], "num_bands": 4, "query_pixels": True}, 64,
+     r"output_dim: expected 19 with options\['query_pixels'\].*got 64; set model.output_dim = 19"),
+    ({"image_shape": [8, 8], "num_bands": 4, "query_pixels": True}, 19,
+     r"options\['query_pixels'\]: expected task 'segmentation'.*got task 'classification'"),
+    ({"task": "segmentation", "image_shape": [8, 8], "query_pixels": "yes"}, 19,
+     r"options\['query_pixels'\]: expected true or false, got 'yes'"),
+])
+def test_bad_query_pixels_settings_name_the_option(pm, options, output_dim, match):
+    sample = load_digits_segmentation("train", {})[0]["image"]
+    with pytest.raises(TaskError, match=match):
+        if options.get("task") == "segmentation":
+            pm.hook.gperc_output_array(modality="image", options=options, output_dim=output_dim)
+        pm.hook.gperc_input_array(modality="image", sample=sample, options=options, tokenizer=None)
+
+
 def test_shipped_image_cards_use_documented_options_and_registered_datasets(pm):
     from gperc_core.data.registry import load_registry
 
