@@ -41,9 +41,11 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 CPU_BF16_MIN_WIDTH = 512
-"""On CPUs, automatic bf16 needs a latent width of at least this: at the cards' widths (64-128) bf16
-autocast measured 15 % to 6x slower than fp32 on the build machine's AVX-512-BF16 CPU (casts and
-small oneDNN kernels cost more than the faster matmuls save)."""
+"""On CPUs, automatic bf16 needs a latent width of at least this. Measured on the build machine's
+AVX-512-BF16 CPU: 15 % to 6x slower than fp32 at widths 64-128 in an early session (casts and small
+oneDNN kernels), but 1.26x (text/wordnet-mlm) and 1.4x (image/fashion-mnist) faster at width 128
+after the input-space encoder and with dropout 0 (2026-12-04); those cards ask for bf16 themselves.
+Kept at 512 until widths 64-256 are re-measured across the cards."""
 
 
 def auto_bf16(device: torch.device, config: Any) -> bool:
