@@ -5,6 +5,12 @@ of names from `AUGMENTATIONS`. The plugin's ``gperc_transform`` hook (`augment_a
 to training samples only, once per epoch, in the DataLoader workers: on the converted array turned
 back into its image (pixels ``[H*W, C]`` or patches ``[rows*cols, p*p*C]``), with the global RNG
 seeded from the hook's generator, so each epoch sees a fresh view and a resumed run the same ones.
+
+Segmentation samples (``task = "segmentation"``: one target per pixel) are transformed jointly: the
+per-pixel targets go through the same geometric transform as a torchvision ``Mask`` (nearest
+neighbour; pixels brought in from outside take class 0, the background), and queries that carry
+their pixel (``query_pixels``) are rebuilt from the transformed pixels. ``erase`` is refused there
+(it would hide pixels whose labels stay).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from gperc_core import InputArray
+from gperc_core import InputArray, TaskError
 from gperc_core.plugins.specs import recipe_names
 
 from . import PLUGIN
@@ -29,9 +35,11 @@ def augmentation_names(value: Any) -> tuple[str, ...]:
     return recipe_names(value, AUGMENTATIONS, DEFAULT_RECIPE, f"{PLUGIN}: options['augment']")
 
 
-def build_augmentation(value: Any, height: int, width: int) -> Callable[[Any], torch.Tensor] | None:
+def build_augmentation(value: Any, height: int, width: int) -> Callable[..., Any] | None:
     """Return a callable that augments one ``[H, W, C]`` image (numpy or torch, uint8 or float) and
-    returns a ``[H, W, C]`` tensor of the same dtype, or ``None`` when ``value`` asks for nothing."""
+    returns a ``[H, W, C]`` tensor of the same dtype, or ``None`` when ``value`` asks for nothing.
+    Called as ``augment(image, mask)`` with an ``[H, W]`` integer mask it returns ``(image, mask)``,
+    the mask moved by the same geometric transform (nearest neighbour, filled with 0)."""
     names = augmentation_names(value)
     if not names:
         return None
@@ -47,12 +55,19 @@ def build_augmentation(value: Any, height: int, width: int) -> Callable[[Any], t
     }
     pipeline = v2.Compose([steps[name]() for name in names])
 
-    def augment(image: Any) -> torch.Tensor:
+    def augment(image: Any, mask: torch.Tensor | None = None) -> Any:
+        from torchvision import tv_tensors
+
         tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
         squeeze = tensor.dim() == 2
         chw = tensor.unsqueeze(0) if squeeze else tensor.permute(2, 0, 1)
-        out = pipeline(chw)
-        return out[0] if squeeze else out.permute(1, 2, 0).contiguous()
+        if mask is None:
+            out = pipeline(chw)
+        else:
+            out, moved = pipeline(tv_tensors.Image(chw), tv_tensors.Mask(mask.unsqueeze(0)))
+            out = out.as_subclass(torch.Tensor)
+        out = out[0] if squeeze else out.permute(1, 2, 0).contiguous()
+        return out if mask is None else (out, moved.as_subclass(torch.Tensor)[0])
 
     return augment
 
@@ -83,17 +98,30 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     if geometry.normalize is not None:  # augment the [0, 1] pixels: padding and erasing fill with black
         mean, std = geometry.normalize
         image = image * std + mean
+    dense = (options or {}).get("task", "classification") == "segmentation"
+    if dense and "erase" in names:
+        raise TaskError(f"{PLUGIN}: options['augment']: expected no 'erase' for segmentation (it would hide "
+                        f"pixels whose labels stay), got {list(names)}")
     augment = _cached_augmentation(names, image.shape[0], image.shape[1])
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    target, output = array.target, array.output
     with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
         torch.manual_seed(seed)
-        out = augment(image)
+        if dense and isinstance(target, torch.Tensor) and target.numel() == rows * cols:
+            out, moved = augment(image, target.reshape(rows, cols))
+            target = moved.reshape(target.shape).to(target.dtype)
+        else:
+            out = augment(image)
     if geometry.normalize is not None:
         out = (out - mean) / std
     if p > 1:
         out = out.reshape(rows, p, cols, p, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, p * p * c)
     else:
         out = out.reshape(rows * cols, c)
-    return InputArray(array=out.to(x.dtype), mask=array.mask, output=array.output, target=array.target,
-                      position=array.position)
+    out = out.to(x.dtype)
+    if dense and output is not None and (options or {}).get("query_pixels"):
+        from .arrays import pixel_query_array
+
+        output = pixel_query_array(out, rows, cols, geometry.num_bands)
+    return InputArray(array=out, mask=array.mask, output=output, target=target, position=array.position)
 

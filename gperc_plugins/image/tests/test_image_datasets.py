@@ -116,8 +116,6 @@ def test_digits_segmentation_targets_mark_the_ink_with_the_label():
     ink = torch.from_numpy(seg["image"].reshape(64) * 16 >= ds.SEGMENTATION_THRESHOLD)
     assert torch.equal(target[ink], torch.full((int(ink.sum()),), cls[1]["target"] + 1))
     assert not target[~ink].any()
-    with pytest.raises(TaskError, match="augment"):
-        ds.load_digits_segmentation("train", {"augment": True})
 
 
 def test_augmentation_per_epoch_keeps_shape_and_dtype():
@@ -142,3 +140,56 @@ def test_augmentation_per_epoch_keeps_shape_and_dtype():
     assert augmentation_names(False) == () and augmentation_names(True) == ("crop",)
     with pytest.raises(TaskError, match=r"options\['augment'\]"):
         augmentation_names(["mixup"])
+
+
+SEG_OPTIONS = {"task": "segmentation", "image_shape": [8, 8, 1], "num_bands": 4, "normalize": [0.305, 0.376],
+               "query_pixels": True}
+
+
+def _segmentation_sample(options):
+    from gperc_plugin_image.plugin import gperc_input_array
+
+    sample = ds.load_digits_segmentation("train", {})[5]
+    array = gperc_input_array(modality="image", sample=sample["image"], options=options)
+    array.target = torch.as_tensor(sample["target"])
+    return array
+
+
+def test_segmentation_flip_moves_targets_and_pixel_queries_with_the_pixels():
+    from gperc_plugin_image.augment import augment_array
+
+    options = {**SEG_OPTIONS, "augment": ["flip"]}
+    array = _segmentation_sample(options)
+    flipped = [augment_array(array, options, torch.Generator().manual_seed(s)) for s in range(8)]
+    mirror = lambda t: t.reshape(8, 8, *t.shape[1:]).flip(1).reshape(t.shape)  # noqa: E731
+    seen = set()
+    for out in flipped:
+        was_flipped = not torch.equal(out.array, array.array)
+        seen.add(was_flipped)
+        expect = mirror if was_flipped else (lambda t: t)
+        assert torch.equal(out.array, expect(array.array))
+        assert torch.equal(out.target, expect(array.target))  # labels follow their pixels
+        assert torch.equal(out.output[:, 18:], out.array)  # the queries carry the moved pixels ...
+        assert torch.equal(out.output[:, :18], array.output[:, :18])  # ... at the fixed positions
+    assert seen == {True, False}
+
+
+def test_segmentation_affine_keeps_targets_valid_and_background_outside():
+    from gperc_plugin_image.augment import augment_array
+
+    options = {**SEG_OPTIONS, "augment": ["affine"]}
+    array = _segmentation_sample(options)
+    label = int(array.target.max())
+    for seed in range(5):
+        out = augment_array(array, options, torch.Generator().manual_seed(seed))
+        assert out.target.shape == array.target.shape and out.target.dtype == array.target.dtype
+        assert set(out.target.unique().tolist()) <= {0, label}  # nearest: no blended classes
+        assert (out.target == label).any()
+
+
+def test_segmentation_refuses_erase():
+    from gperc_plugin_image.augment import augment_array
+
+    options = {**SEG_OPTIONS, "augment": ["erase"]}
+    with pytest.raises(TaskError, match=r"options\['augment'\]: expected no 'erase' for segmentation"):
+        augment_array(_segmentation_sample(options), options, torch.Generator().manual_seed(0))
