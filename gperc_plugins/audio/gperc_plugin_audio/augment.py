@@ -15,6 +15,7 @@ the same ones.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
@@ -40,7 +41,7 @@ TIME_STRETCH_RANGE = (0.85, 1.15)
 def _log_uniform(low: float, high: float) -> float:
     """One factor drawn log-uniformly in ``[low, high]`` from the global RNG."""
     u = float(torch.rand(()))
-    return float(torch.exp(torch.tensor(low).log() * (1 - u) + torch.tensor(high).log() * u))
+    return math.exp(math.log(low) * (1 - u) + math.log(high) * u)
 
 
 def resample_axis(spec: torch.Tensor, factor: float, axis: int, fill: float | None) -> torch.Tensor:

@@ -219,6 +219,20 @@ def query_array(height: int, width: int, output_dim: int, num_bands: int = DEFAU
     return queries
 
 
+def queries_carry_pixels(options: Mapping[str, Any] | None) -> bool:
+    """True when ``options`` ask for segmentation queries that carry their pixel (``query_pixels``);
+    a non-boolean value, or one set without ``task = "segmentation"``, is a `TaskError`."""
+    options = options or {}
+    value = options.get("query_pixels", False)
+    if not isinstance(value, bool):
+        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected true or false, got {value!r}")
+    task = options.get("task", "classification")
+    if value and task != "segmentation":
+        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected task 'segmentation' (one query per pixel), "
+                        f"got task {task!r}")
+    return value
+
+
 def pixel_query_width(num_bands: int, channels: int) -> int:
     """Width of the per-pixel queries that carry their pixel (``query_pixels``): the ``(H, W)`` grid's
     Fourier channels plus the image's ``channels``."""

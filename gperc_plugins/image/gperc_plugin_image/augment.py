@@ -85,7 +85,7 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
         return None
     rows, cols = (int(s) for s in array.position.shape)
     x = array.array
-    from .arrays import ArrayOptions
+    from .arrays import ArrayOptions, pixel_query_array, queries_carry_pixels
 
     geometry = ArrayOptions(options)
     if geometry.representation == "patches":
@@ -107,9 +107,14 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     target, output = array.target, array.output
     with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
         torch.manual_seed(seed)
-        if dense and isinstance(target, torch.Tensor) and target.numel() == rows * cols:
-            out, moved = augment(image, target.reshape(rows, cols))
-            target = moved.reshape(target.shape).to(target.dtype)
+        if dense:
+            labels = torch.as_tensor(target) if target is not None else None
+            if labels is None or labels.numel() != rows * cols:
+                raise TaskError(f"{PLUGIN}: segmentation sample target: expected one class per element of the "
+                                f"{rows}x{cols} grid ({rows * cols}), got "
+                                f"{None if labels is None else list(labels.shape)}")
+            out, moved = augment(image, labels.reshape(rows, cols))
+            target = moved.reshape(labels.shape).to(labels.dtype)
         else:
             out = augment(image)
     if geometry.normalize is not None:
@@ -119,9 +124,7 @@ def augment_array(array: InputArray, options: Mapping[str, Any], generator: torc
     else:
         out = out.reshape(rows * cols, c)
     out = out.to(x.dtype)
-    if dense and output is not None and (options or {}).get("query_pixels"):
-        from .arrays import pixel_query_array
-
+    if dense and queries_carry_pixels(options):
         output = pixel_query_array(out, rows, cols, geometry.num_bands)
     return InputArray(array=out, mask=array.mask, output=output, target=target, position=array.position)
 

@@ -14,7 +14,7 @@ from gperc_core import (USER_DATA_OPTIONS, DatasetSpec, InputArray, ModalitySpec
 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
 from .arrays import (DEFAULT_NUM_BANDS, DEFAULT_PATCH_SIZE, REPRESENTATIONS, ArrayOptions, pixel_query_array,
-                     pixel_query_width, query_array, read_image_file)
+                     pixel_query_width, queries_carry_pixels, query_array, read_image_file)
 from .config import TASKS
 from .datasets import DATASETS
 
@@ -83,22 +83,10 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     image = geometry.image(sample)
     array = geometry.array(image)
     output = None
-    if _queries_carry_pixels(options):
+    if queries_carry_pixels(options):
         _check_segmentation_geometry(geometry)
         output = pixel_query_array(array, image.shape[0], image.shape[1], geometry.num_bands)
     return InputArray(array=array, output=output, position=geometry.grid(image.shape[0], image.shape[1]))
-
-
-def _queries_carry_pixels(options: dict[str, Any] | None) -> bool:
-    """True when ``options`` ask for segmentation queries that carry their pixel (``query_pixels``)."""
-    options = options or {}
-    value = options.get("query_pixels", False)
-    if not isinstance(value, bool):
-        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected true or false, got {value!r}")
-    if value and options.get("task", "classification") != "segmentation":
-        raise TaskError(f"{PLUGIN}: options['query_pixels']: expected task 'segmentation' (one query per pixel), "
-                        f"got task {options.get('task', 'classification')!r}")
-    return value
 
 
 def _check_segmentation_geometry(geometry: ArrayOptions) -> None:
@@ -132,7 +120,7 @@ def gperc_output_array(modality: str, options: dict[str, Any], output_dim: int) 
     geometry = ArrayOptions(options)
     _check_segmentation_geometry(geometry)
     height, width = geometry.image_shape[:2]
-    if _queries_carry_pixels(options):
+    if queries_carry_pixels(options):
         channels = geometry.channels or 1
         width_needed = pixel_query_width(geometry.num_bands, channels)
         if output_dim != width_needed:
