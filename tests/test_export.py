@@ -96,10 +96,40 @@ def test_fused_model_exports_with_one_input_per_modality(tmp_path):
     assert worst < TOL
 
 
+@pytest.mark.parametrize("fmt, options", [
+    ("onnx", dict(decoder_reduction=None, output_len=3)),      # dense: one logit row per query
+    ("pt2", dict(decoder_reduction=None, output_len=3, decoder_residual=True)),
+    ("onnx", dict(decoder_reduction="mean")),
+])
+def test_per_sample_queries_are_a_graph_input_with_dynamic_o(tmp_path, fmt, options):
+    """Tasks whose samples bring their own queries (graph nodes, pixel queries) export a graph that
+    takes them, for any number of queries ``o``, and gives gperc's logits for them."""
+    config = PerceiverConfig(**{**BASE, **options})
+    model = model_for_config(config).eval()
+    exported = ExportedModel(export_model(model, tmp_path / f"q.{fmt}", fmt, output_array=True))
+    assert exported.inputs == ["input_array", "attention_mask", "output_array"] and exported.takes_queries
+    worst = 0.0
+    with torch.no_grad():
+        for batch, m, o in [(1, 24, 1), (4, 9, 5), (2, 17, 40)]:
+            x, mask = _inputs(config, batch, m, seed=o)
+            queries = torch.randn(batch, o, config.output_dim, generator=torch.Generator().manual_seed(o))
+            ours, theirs = model(x, mask, queries), exported(x, mask, queries)
+            assert theirs.shape == ours.shape
+            worst = max(worst, float((ours - theirs).abs().max()))
+    assert worst < TOL
+    # the queries change the answer: the static-query graph could not have given it
+    own = queries[:, :config.output_len]
+    assert float((model(x, mask, own) - model(x, mask)).abs().max()) > 1e-3
+    with pytest.raises(InputError, match=r"output_array: this exported model takes per-sample queries; expected a "
+                                         r"float tensor \[batch, o, 16\], got None"):
+        exported(x, mask)
+
+
 def test_exported_model_refuses_what_the_graph_does_not_take(tmp_path):
     config = PerceiverConfig(**BASE)
     exported = ExportedModel(export_model(model_for_config(config).eval(), tmp_path / "m.pt2", "pt2"))
-    with pytest.raises(InputError, match="output_array: an exported model reads out with its own output queries"):
+    assert not exported.takes_queries
+    with pytest.raises(InputError, match="output_array: this exported model reads out with its own output queries"):
         exported(torch.randn(1, 4, 3), None, torch.randn(1, 1, 16))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InputError, match="expected a file ending in .onnx or .pt2"):
@@ -159,3 +189,31 @@ def test_predict_refuses_a_file_of_another_model(run, tmp_path):
 def test_cli_export_errors_name_the_problem(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     assert "expected a folder written by 'gperc train'" in capsys.readouterr().err
+
+
+def test_a_run_whose_samples_bring_queries_exports_them(tmp_path, monkeypatch):
+    """graph/karate reads out one query per node: its export takes them and matches the run's model on
+    the test graph; a run recorded before task.json said so is read from its data."""
+    pytest.importorskip("gperc_plugin_graph")
+    from gperc_core.api.exporting import run_sample_queries
+    from gperc_core.api.runs import open_run
+
+    monkeypatch.setenv("GPERC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "karate"
+    assert main(["train", "graph/karate", "--out", str(out), "--max-steps", "3", "--quiet", "--no-bf16"]) == 0
+    record = json.loads((out / "task.json").read_text())
+    assert record["sample_queries"] is True
+    result = api.export(out, format="onnx")
+    assert result["inputs"] == ["input_array", "attention_mask", "output_array"]
+    assert result["dynamic"]["output_array"] == {0: "batch", 1: "o"}
+    run = open_run(out, device="cpu")
+    batch = run.task.split("test").batch(torch.arange(1), trim=False)
+    exported = ExportedModel(result["path"])
+    with torch.no_grad():
+        ours = run.model(batch["input_array"], batch["attention_mask"], batch["output_array"])
+        theirs = exported(batch["input_array"], batch["attention_mask"], batch["output_array"])
+    assert ours.shape == theirs.shape == (1, 34, 2)
+    assert float((ours - theirs).abs().max()) < TOL
+    del record["sample_queries"]  # as an older gperc wrote it
+    (out / "task.json").write_text(json.dumps(record))
+    assert run_sample_queries(out) is True

@@ -14,7 +14,7 @@ _EXPORTS = {
     "resume": "gperc_core.api.training",
     "evaluate": "gperc_core.api.evaluation",
     "predict": "gperc_core.api.prediction",
-    "export": "gperc_core.api.export",
+    "export": "gperc_core.api.exporting",
     "known_tasks": "gperc_core.api.catalog",
     "installed_plugins": "gperc_core.api.catalog",
     "load_run_model": "gperc_core.api.runs",

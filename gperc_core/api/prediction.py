@@ -62,7 +62,7 @@ def predict(run_dir: str | Path, samples_or_files: Sequence[Any], *, modality: s
     sources, samples = zip(*(_sample(task, item, i, modality) for i, item in enumerate(samples_or_files)))
     net, device = run.model, run.device
     if model is not None:
-        from gperc_core.api.export import open_exported
+        from gperc_core.api.exporting import open_exported
 
         net, device = open_exported(model, run.model.config), torch.device("cpu")
     batch = to_device(task.encode(list(samples)), device)

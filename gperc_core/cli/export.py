@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export with `gperc_core.api.export.export` and print the file written; returns 0."""
-    from gperc_core.api.export import export
+    """Export with `gperc_core.api.exporting.export` and print the file written; returns 0."""
+    from gperc_core.api.exporting import export
 
     result = export(args.run_dir, format=args.format, out=args.out, checkpoint=args.checkpoint)
     if args.json:

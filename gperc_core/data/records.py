@@ -1,7 +1,7 @@
 """Run records: what a run folder's ``task.json`` stores about its task, and reading it back.
 
-The record holds the task name, its card, the overrides, the class names, the training settings
-and the plugins that supplied the data: enough for `gperc_core.data.tasks.Task.from_run` to rebuild
+The record holds the task name, its card, the overrides, the class names, the training settings,
+the plugins that supplied the data and whether its samples bring their own decoder queries: enough for `gperc_core.data.tasks.Task.from_run` to rebuild
 the task with the run's saved model config (evaluation, prediction, resuming).
 """
 
@@ -17,10 +17,11 @@ from gperc_core.errors import CheckpointError, TaskError
 
 
 def task_record(name: str, card: TaskCard, overrides: Mapping[str, Any], class_names: list[str] | None,
-                training: Mapping[str, Any], plugins: list[str]) -> dict[str, Any]:
-    """Return the ``task.json`` dict of a task."""
+                training: Mapping[str, Any], plugins: list[str], sample_queries: bool | None = None) -> dict[str, Any]:
+    """Return the ``task.json`` dict of a task (``sample_queries``: whether its samples carry
+    ``output_array`` queries; ``None`` leaves it to be read from the data)."""
     return {"task": name, "card": card.to_dict(), "overrides": dict(overrides), "class_names": class_names,
-            "training": dict(training), "plugins": sorted(plugins)}
+            "training": dict(training), "plugins": sorted(plugins), "sample_queries": sample_queries}
 
 
 def write_record(record: Mapping[str, Any], run_dir: str | Path) -> Path:
@@ -34,13 +35,15 @@ def write_record(record: Mapping[str, Any], run_dir: str | Path) -> Path:
 @dataclass
 class RunTask:
     """What a run folder says about its task: the record's card and class names, the overrides to
-    rebuild it with (recorded, then the new ones) and the saved model config."""
+    rebuild it with (recorded, then the new ones), the saved model config and whether its samples
+    bring their own decoder queries (``None`` in runs recorded before gperc wrote it)."""
 
     name: str
     card: TaskCard
     overrides: dict[str, Any]
     config: PerceiverConfig
     class_names: list[str] | None
+    sample_queries: bool | None = None
 
 
 def read_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None, *, task: str | None = None,
@@ -68,7 +71,7 @@ def read_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None, *,
         raise CheckpointError(f"run folder {str(run_dir)!r}: expected a trained model (config.json) or a "
                               f"checkpoint, found neither")
     return RunTask(name=record["task"], card=card, overrides=merged, config=read_config(source),
-                   class_names=record.get("class_names"))
+                   class_names=record.get("class_names"), sample_queries=record.get("sample_queries"))
 
 
 __all__ = ["task_record", "write_record", "RunTask", "read_run"]

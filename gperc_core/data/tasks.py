@@ -60,6 +60,7 @@ class Task:
                                                     base=training)
         self.data = TaskDatasets(card, pm, self.options, self.training)
         self._class_names: list[str] | None = None
+        self._sample_queries: bool | None = None
         self._splits: dict[str, TaskData] = {}
         self.config = config
         self.query: torch.Tensor | None = query_array(card, pm, self.options, config) if config is not None else None
@@ -72,6 +73,16 @@ class Task:
     @class_names.setter
     def class_names(self, names: list[str] | None) -> None:
         self._class_names = names
+
+    @property
+    def sample_queries(self) -> bool:
+        """True when the task's samples bring their own decoder queries (``output_array``: graph nodes,
+        pixel queries) instead of reading out with the model's; a run's record says it, else the
+        training split is read."""
+        if self._sample_queries is None:
+            collated = self.data.collated(self.card.train_split)
+            self._sample_queries = any(c["output_array"] is not None for c in collated.values())
+        return self._sample_queries
 
     @property
     def tokenizers(self) -> dict[str, Any]:
@@ -123,7 +134,7 @@ class Task:
         """Return what a run folder's ``task.json`` stores: enough to rebuild this task."""
         plugins = {self.pm.dataset(d).plugin or "" for d in self.card.datasets()}
         return task_record(self.name, self.card, self.overrides, self.class_names, self.training.to_dict(),
-                           sorted(plugins))
+                           sorted(plugins), self.sample_queries)
 
     def write_record(self, run_dir: str | Path) -> Path:
         """Write ``task.json`` into ``run_dir`` atomically; returns its path."""
@@ -142,6 +153,7 @@ class Task:
         require_modalities(run.card, pm)
         built = cls(run.card, pm, run.overrides, config=run.config)
         built.class_names = run.class_names
+        built._sample_queries = run.sample_queries
         return built
 
     def encode(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -114,12 +114,13 @@ class MultiHeadAttention(nn.Module):
     def _use_input_space(self, n: int, m: int) -> bool:
         """True when attending in the key/value input space costs fewer FLOPs than projecting K and V.
 
-        While `torch.export` traces a dynamic ``m``, the choice is made at the example length (both
-        paths are exact attention), so the graph holds one path and no guard on ``m``."""
-        if isinstance(m, torch.SymInt) and torch.compiler.is_exporting():
+        While `torch.export` traces a dynamic ``m`` or number of queries ``n``, the choice is made at
+        the example sizes (both paths are exact attention), so the graph holds one path and no guard
+        on them."""
+        if torch.compiler.is_exporting() and (isinstance(n, torch.SymInt) or isinstance(m, torch.SymInt)):
             from torch.fx.experimental.symbolic_shapes import size_hint
 
-            m = int(size_hint(m))
+            n, m = (int(size_hint(v)) if isinstance(v, torch.SymInt) else v for v in (n, m))
         widths = self.qk_dim + self.v_dim
         # half-precision matmuls on CPU run at a rate that falls with their narrowest dimension below
         # NARROW_MATMUL_WIDTH: the projected path's score and value products are head_dim wide, the

@@ -30,23 +30,40 @@ def export(run_dir: str | Path, *, format: str = "onnx", out: str | Path | None 
 
     Returns:
         ``{"path": the written file (str), "format", "source": the folder the weights came from,
-        "inputs": the graph's input names, "dynamic": {input name: the dynamic axes}}``.
+        "inputs": the graph's input names, "dynamic": {input name: the dynamic axes}}``. The graph
+        takes an ``output_array`` input when the run's task has samples that bring their own decoder
+        queries (graph nodes, pixel queries; `gperc_core.data.tasks.Task.sample_queries`).
 
     Raises:
         InputError: an unknown format, or the format's packages (``gperc-core[onnx]``) missing.
         ConfigError: the model has an option the exporter cannot express (named in the message).
         CheckpointError: ``run_dir`` is not a run folder or holds no model.
+        TaskError: the run predates the record of its queries and its task's plugins are missing.
     """
     from gperc_core.api.runs import load_run_model
     from gperc_core.interop.onnx import check_exportable, dynamic_shapes, export_model, input_names
 
     model, source = load_run_model(run_dir, checkpoint=checkpoint, device="cpu")
     config = check_exportable(model, format)
-    path = export_model(model, out if out is not None else default_export_path(run_dir, format), format)
-    names = input_names(config)
+    queries = run_sample_queries(run_dir)
+    path = export_model(model, out if out is not None else default_export_path(run_dir, format), format, queries)
+    names = input_names(config, queries)
     dynamic = {name: {axis: dim.__name__ for axis, dim in shape.items()}
-               for name, shape in zip(names, dynamic_shapes(config))}
+               for name, shape in zip(names, dynamic_shapes(config, queries))}
     return {"path": str(path), "format": format, "source": str(source), "inputs": names, "dynamic": dynamic}
+
+
+def run_sample_queries(run_dir: str | Path) -> bool:
+    """Whether the task of ``run_dir`` has samples that bring their own decoder queries: its
+    ``task.json`` says so, or (runs recorded before it did) the rebuilt task reads its training split."""
+    from gperc_core.io.runs import read_task_file
+
+    recorded = read_task_file(run_dir).get("sample_queries")
+    if recorded is not None:
+        return bool(recorded)
+    from gperc_core.data.tasks import Task
+
+    return Task.from_run(run_dir).sample_queries
 
 
 def open_exported(path: str | Path, config: Any) -> Any:
@@ -68,4 +85,4 @@ def open_exported(path: str | Path, config: Any) -> Any:
     return model
 
 
-__all__ = ["export", "open_exported", "default_export_path", "EXPORT_DIR"]
+__all__ = ["export", "open_exported", "run_sample_queries", "default_export_path", "EXPORT_DIR"]
