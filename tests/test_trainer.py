@@ -13,7 +13,7 @@ from gperc_core.io import checkpoint as ckpt
 from gperc_core import create_task
 from gperc_core.io import runs
 from gperc_core.errors import CheckpointError, ConfigError, TaskError
-from gperc_core.train.trainer import Trainer, TrainingConfig, auto_bf16, bf16_supported
+from gperc_core.train.trainer import CPU_BF16_MIN_WIDTH, Trainer, TrainingConfig, auto_bf16, bf16_supported
 
 from taskfakes import fake_pm
 
@@ -148,10 +148,12 @@ def test_interrupt_leaves_a_resumable_checkpoint(pm, tmp_path, monkeypatch):
 
 def test_bf16_and_training_config_validation(pm, tmp_path):
     assert isinstance(bf16_supported(torch.device("cpu")), bool)
-    assert not make(pm, tmp_path / "auto").bf16  # a narrow model on CPU: fp32 is faster than bf16 autocast
+    assert not make(pm, tmp_path / "auto").bf16  # a narrow model on CPU: bf16 autocast is not known to pay
     narrow = create_task("blob/blobs", pm=pm).config
     cpu = torch.device("cpu")
-    assert not auto_bf16(cpu, narrow) and auto_bf16(cpu, narrow.replace(latent_dim=512)) == bf16_supported(cpu)
+    assert narrow.latent_dim < CPU_BF16_MIN_WIDTH and not auto_bf16(cpu, narrow)
+    assert not auto_bf16(cpu, narrow.replace(latent_dim=CPU_BF16_MIN_WIDTH - 2, num_heads=2))
+    assert auto_bf16(cpu, narrow.replace(latent_dim=CPU_BF16_MIN_WIDTH)) == bf16_supported(cpu)
     trainer = make(pm, tmp_path, **{"training.bf16": True})
     loss = trainer.train_step(trainer.train_data.batch(torch.arange(8)))
     assert loss == loss and trainer.step == 1  # finite under bf16 autocast

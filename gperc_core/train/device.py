@@ -40,12 +40,14 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
-CPU_BF16_MIN_WIDTH = 512
+CPU_BF16_MIN_WIDTH = 128
 """On CPUs, automatic bf16 needs a latent width of at least this. Measured on the build machine's
-AVX-512-BF16 CPU: 15 % to 6x slower than fp32 at widths 64-128 in an early session (casts and small
-oneDNN kernels), but 1.26x (text/wordnet-mlm) and 1.4x (image/fashion-mnist) faster at width 128
-after the input-space encoder and with dropout 0 (2026-12-04); those cards ask for bf16 themselves.
-Kept at 512 until widths 64-256 are re-measured across the cards."""
+AVX-512-BF16 CPU (bench/bf16_width.md, the trainer's own steps, 2 threads, quiet): bf16 autocast beat
+fp32 at every width measured, 1.11-1.84x at 128 and 1.36-1.66x at 256 (fashion-mnist, spoken-digits,
+wordnet-supersense), but only 1.05-1.11x at 64 on two of the three; narrower and smaller-batch models
+(width 16-64, 8x8 digits, MUTAG graphs) were not measured, so they stay in fp32 unless a card or
+``training.bf16`` asks. (An early session measured bf16 15 % to 6x slower at widths 64-128, before the
+input-space encoder.)"""
 
 
 def auto_bf16(device: torch.device, config: Any) -> bool:
