@@ -213,6 +213,32 @@ def test_two_processes_building_one_entry_leave_one_good_entry(tmp_path, locked)
     assert cache.check_entry(tmp_path / "c" / "race", "fp")[0]["rows"] == 80
 
 
+def test_a_builder_waiting_for_another_says_so(tmp_path, capsys):
+    """The entry lock waits for the process that builds the same entry, and says on stderr that it waits
+    (a second training of a card looked hung while the first converted its data)."""
+    fcntl = pytest.importorskip("fcntl")
+    import threading
+
+    (tmp_path / ".locks").mkdir()
+    other = open(tmp_path / ".locks" / "e.lock", "a+")  # another open file: another holder, as a process is
+    fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        released.set()
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+
+    threading.Thread(target=release_later).start()
+    with cache._entry_lock(tmp_path, "e"):
+        assert released.is_set()
+    other.close()
+    assert "gperc cache: waiting for another process that is building e" in capsys.readouterr().err
+    with cache._entry_lock(tmp_path, "e"):  # free: no message
+        pass
+    assert capsys.readouterr().err == ""
+
+
 def test_parallel_conversion_matches_and_reports_plugin_errors(tmp_path):
     par = cache.get_or_build("p", "fp", {}, _samples(300), 300, root=tmp_path, num_proc=2)
     assert len(par.manifest["shards"]) == 2

@@ -448,7 +448,8 @@ def open_entry(path: Path, fingerprint: str | None = None) -> CachedSamples | No
 
 @contextlib.contextmanager
 def _entry_lock(root: Path, name: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``root/.locks/<name>.lock`` (waiting for another builder)."""
+    """Hold an exclusive ``flock`` on ``root/.locks/<name>.lock``. When another process holds it (it is
+    building the same entry), say so on stderr once, then wait for it."""
     locks = root / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     try:
@@ -457,7 +458,12 @@ def _entry_lock(root: Path, name: str) -> Iterator[None]:
         yield
         return
     with open(locks / f"{name}.lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"gperc cache: waiting for another process that is building {name} "
+                  f"(lock {locks / (name + '.lock')})", file=sys.stderr, flush=True)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
