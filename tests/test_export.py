@@ -125,6 +125,20 @@ def test_per_sample_queries_are_a_graph_input_with_dynamic_o(tmp_path, fmt, opti
         exported(x, mask)
 
 
+def test_fused_model_exports_per_sample_queries_after_its_modalities(tmp_path):
+    base = PerceiverConfig(**{**BASE, "input_len": 1, "decoder_reduction": None, "output_len": 2})
+    config = fused_config(base, {"image": {"input_len": 10, "input_dim": 3, "input_type": "raw"},
+                                 "audio": {"input_len": 6, "input_dim": 4, "input_type": "raw"}})
+    model = model_for_config(config).eval()
+    exported = ExportedModel(export_model(model, tmp_path / "fused-q.pt2", "pt2", output_array=True))
+    assert exported.inputs == ["input_array.image", "attention_mask.image", "input_array.audio",
+                               "attention_mask.audio", "output_array"]
+    x = {"image": torch.randn(3, 10, 3), "audio": torch.randn(3, 6, 4)}
+    queries = torch.randn(3, 7, config.output_dim)
+    with torch.no_grad():
+        assert float((model(x, None, queries) - exported(x, None, queries)).abs().max()) < TOL
+
+
 def test_exported_model_refuses_what_the_graph_does_not_take(tmp_path):
     config = PerceiverConfig(**BASE)
     exported = ExportedModel(export_model(model_for_config(config).eval(), tmp_path / "m.pt2", "pt2"))
