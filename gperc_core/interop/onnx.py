@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
-from gperc_core.errors import CheckpointError, ConfigError, InputError
+from gperc_core.errors import CheckpointError, ConfigError, InputError, describe
 from gperc_core.model.sentinels import resolve_mask, resolve_output_array
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "pt2")
@@ -271,7 +271,8 @@ class ExportedModel:
     def __call__(self, input_array: Any, attention_mask: Any = None, output_array: Any = None) -> torch.Tensor:
         queries = resolve_output_array(output_array)
         if queries is not None and not self.takes_queries:
-            raise InputError("output_array: this exported model reads out with its own output queries; expected None")
+            raise InputError(f"output_array: this exported model reads out with its own output queries; expected None, "
+                             f"got {describe(queries)}")
         if queries is None and self.takes_queries:
             raise InputError(f"output_array: this exported model takes per-sample queries; expected a float tensor "
                              f"[batch, o, {self.config.get('output_dim')}], got None")

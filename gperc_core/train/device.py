@@ -46,8 +46,8 @@ AVX-512-BF16 CPU (bench/bf16_width.md, the trainer's own steps, 2 threads, quiet
 fp32 at every width measured, 1.11-1.84x at 128 and 1.36-1.66x at 256 (fashion-mnist, spoken-digits,
 wordnet-supersense), but only 1.05-1.11x at 64 on two of the three, and the small width-64 cards ran
 slower or level in bf16 (image/digits 0.94x, graph/mutag 0.82x, digits-segmentation 1.03x:
-bench/bf16_width_small.md), so narrower models stay in fp32 unless a card or ``training.bf16`` asks. (An early session measured bf16 15 % to 6x slower at widths 64-128, before the
-input-space encoder.)"""
+bench/bf16_width_small.md), so narrower models stay in fp32 unless a card or ``training.bf16`` asks.
+(An early session measured bf16 15 % to 6x slower at widths 64-128, before the input-space encoder.)"""
 
 
 def auto_bf16(device: torch.device, config: Any) -> bool:
