@@ -2,7 +2,7 @@
 
 Modalities: ``blob`` (raw ``[m, 2]`` point clouds of variable length whose mean tells the class) and
 ``seq`` (token ids of strings over "abc" whose most frequent letter tells the class). Datasets:
-``blobs``, ``letters`` (3 classes each) and ``letters-dense`` (one label per letter). Task cards:
+``blobs``, ``letters`` (3 classes each; ``letters`` has a validation split of its own) and ``letters-dense`` (one label per letter). Task cards:
 ``blob/blobs``, ``seq/letters``, ``seq/letters-dense``, ``multi/blob-seq`` (paired by target).
 """
 
@@ -14,7 +14,7 @@ import torch
 from gperc_core import DatasetSpec, InputArray, ModalitySpec, hookimpl
 
 N_CLASSES = 3
-SIZES = {"train": 96, "test": 48}
+SIZES = {"train": 96, "validation": 30, "test": 48}
 
 
 def _blob(rng: np.random.Generator, label: int) -> np.ndarray:
@@ -52,7 +52,7 @@ def load_blobs(split: str, options: dict) -> _Split:
 
 
 def load_letters(split: str, options: dict) -> _Split:
-    rng = np.random.default_rng(10 if split == "train" else 11)
+    rng = np.random.default_rng({"train": 10, "test": 11, "validation": 12}[split])
     labels = rng.integers(0, N_CLASSES, size=SIZES[split])
     return _Split([{"seq": _letters(rng, int(y)), "target": int(y)} for y in labels])
 
@@ -95,7 +95,8 @@ class FakePlugin:
     @hookimpl
     def gperc_register_datasets(self):
         return [DatasetSpec("blobs", ["blob"], load_blobs, num_classes=N_CLASSES),
-                DatasetSpec("letters", ["seq"], load_letters, num_classes=N_CLASSES),
+                DatasetSpec("letters", ["seq"], load_letters, num_classes=N_CLASSES,
+                            splits=("train", "validation", "test")),
                 DatasetSpec("letters-dense", ["seq"], load_letters_dense)]
 
     @hookimpl

@@ -26,9 +26,12 @@ SECTIONS = ("model", "training", "options", "fusion", "validation", "cross_valid
 """The override sections (``model.latent_dim``, ``training.lr``, ``options.image.num_bands``, ``fusion.dim``,
 ``validation.seed``, ``cross_validation.fold``)."""
 
-VALIDATION_KEYS = {"split": (str,), "fraction": (float, int), "seed": (int,)}
+VALIDATION_KEYS = {"split": (str,), "fraction": (float, int), "seed": (int,), "splits": (dict,)}
 """The keys of a card's ``[validation]`` table: ``split`` (the dataset's own validation split) or
-``fraction`` and ``seed`` (held out of the training split; stratified by label)."""
+``fraction`` and ``seed`` (held out of the training split; stratified by label, per dataset for a paired
+multimodal task), and for a paired task ``splits``: modality -> the split of that modality's dataset
+whose samples are its validation part (e.g. ``{ audio = "validation" }``, a held-out voice) instead of
+a held-out fraction."""
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 """The part of the training split held out for validation when the card says nothing else."""
@@ -136,6 +139,12 @@ class TaskCard:
         return int(self.validation.get("seed", 0))
 
     @property
+    def validation_sources(self) -> dict[str, str]:
+        """Dataset -> the dataset's own split that supplies its validation samples (``validation.splits``
+        of a paired task); the datasets not named hold ``validation_fraction`` out of the training split."""
+        return {self.dataset_for(m): s for m, s in self.validation.get("splits", {}).items()}
+
+    @property
     def selection_metric(self) -> str:
         """The validation metric the best checkpoint is chosen on (higher is better): ``accuracy``."""
         return "accuracy"
@@ -212,15 +221,15 @@ def validate_card(data: Mapping[str, Any], source: str, schema: Mapping[str, Map
         if key not in FUSION_KEYS:
             raise TaskError(f"{source}: fusion.{key}: unknown fusion setting (expected one of {list(FUSION_KEYS)})")
     TrainingConfig.from_mapping(data.get("training", {}), where=f"{source}: training")
-    check_validation(data.get("validation", {}), f"{source}: validation",
-                     data.get("train_split", "train"), data.get("eval_split", "test"))
+    check_validation(data.get("validation", {}), f"{source}: validation", data.get("train_split", "train"),
+                     data.get("eval_split", "test"), data["modalities"] if pairing else None)
     check_cross_validation(data.get("cross_validation", {}), f"{source}: cross_validation")
     check_goal(data.get("goal", {}), f"{source}: goal")
     return TaskCard(**copy.deepcopy(data), source=source)
 
 
 def _check_table(values: Mapping[str, Any], where: str, keys: Mapping[str, tuple[type, ...]]) -> None:
-    names = {str: "string", int: "integer", float: "number"}
+    names = {str: "string", int: "integer", float: "number", dict: "table"}
     for key, value in values.items():
         if key not in keys:
             raise TaskError(f"{where}.{key}: unknown key (expected one of {sorted(keys)})")
@@ -229,13 +238,25 @@ def _check_table(values: Mapping[str, Any], where: str, keys: Mapping[str, tuple
 
 
 def check_validation(values: Mapping[str, Any], where: str = "validation", train_split: str = "train",
-                     eval_split: str = "test") -> None:
+                     eval_split: str = "test", modalities: Iterable[str] | None = None) -> None:
     """Check a ``[validation]`` table: ``split`` (a string other than the train and eval splits) or
-    ``fraction`` in (0, 1) and ``seed`` >= 0; raise `TaskError` naming the key, the expected and the
-    actual value."""
+    ``fraction`` in (0, 1) and ``seed`` >= 0, and ``splits`` (modality -> split name, another than the
+    train and eval splits) only where ``modalities`` (the modalities of a paired task; ``None``: not
+    paired) has the modality; raise `TaskError` naming the key, the expected and the actual value."""
     _check_table(values, where, VALIDATION_KEYS)
+    for modality, split in values.get("splits", {}).items():
+        if modalities is None:
+            raise TaskError(f"{where}.splits: expected a paired multimodal task (a [pairing] table); for a single "
+                            f"dataset's own split write validation.split = {split!r}, got splits "
+                            f"{dict(values['splits'])!r}")
+        if modality not in modalities:
+            raise TaskError(f"{where}.splits.{modality}: expected one of the task's modalities {list(modalities)}, "
+                            f"got {modality!r}")
+        if not isinstance(split, str) or split in (train_split, eval_split):
+            raise TaskError(f"{where}.splits.{modality}: expected the name of a split other than the training "
+                            f"split {train_split!r} and the test split {eval_split!r}, got {split!r}")
     if "split" in values:
-        extra = sorted(set(values) & {"fraction", "seed"})
+        extra = sorted(set(values) & {"fraction", "seed", "splits"})
         if extra:
             raise TaskError(f"{where}.{extra[0]}: expected no {extra[0]} with validation.split "
                             f"{values['split']!r} (the dataset's own split), got {values[extra[0]]!r}")
@@ -294,9 +315,10 @@ def apply_split_overrides(card: TaskCard, overrides: Mapping[str, Mapping[str, A
         merged = {**new.validation, **validation}
         if "split" in validation:
             merged = {"split": validation["split"]}
-        elif {"fraction", "seed"} & set(validation):
+        elif {"fraction", "seed", "splits"} & set(validation):
             merged.pop("split", None)
-        check_validation(merged, "override validation", new.train_split, new.eval_split)
+        check_validation(merged, "override validation", new.train_split, new.eval_split,
+                         new.modalities if new.pairing else None)
         new.validation = merged
     if cv:
         if not new.cross_validation and "folds" not in cv:
@@ -417,6 +439,9 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
     elif parts[0] == "validation" and len(parts) == 2 and parts[1] in VALIDATION_KEYS:
         out["validation"][parts[1]] = value
         return
+    elif parts[:2] == ["validation", "splits"] and len(parts) == 3 and parts[2] in card.modalities:
+        out["validation"].setdefault("splits", {})[parts[2]] = value
+        return
     elif parts[0] == "cross_validation" and len(parts) == 2 and parts[1] in CROSS_VALIDATION_KEYS:
         out["cross_validation"][parts[1]] = value
         return
@@ -430,7 +455,7 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else \
         (" (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, "
-         "options.<modality>.<name>, fusion.<dim|modality_dropout>, validation.<split|fraction|seed> or "
+         "options.<modality>.<name>, fusion.<dim|modality_dropout>, validation.<split|fraction|seed|splits> or "
          "cross_validation.<folds|fold|seed>)")
     raise TaskError(f"override {key!r}: unknown key for task {card.name!r}{hint}")
 

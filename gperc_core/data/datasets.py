@@ -278,16 +278,18 @@ class TaskDatasets:
         self._entries: dict[tuple[str, str, str, str], ConvertedSamples] = {}
         self.num_proc: int | None = None  # conversion processes (None: GPERC_NUM_PROC, else min(4, CPUs))
         self._samples: dict[str, SplitSamples] = {}
-        self._holdout: dict[str, torch.Tensor] | None = None
+        self._holdout: dict[str, dict[str, torch.Tensor]] = {}  # dataset -> its held-out parts
         self._union: dict[tuple[Any, ...], ConvertedSamples] = {}  # the rows both training parts read
 
     # ----------------------------------------------------------------- splits and the held-out part
-    def source_split(self, split: str) -> str:
-        """The dataset split that task split ``split`` reads: the training split for the held-out
-        validation split, else ``split`` itself."""
+    def source_split(self, split: str, dataset: str | None = None) -> str:
+        """The split of ``dataset`` (default: the task's first) that task split ``split`` reads: for the
+        held-out validation split the dataset's own split named in ``validation.splits``, else the
+        training split; else ``split`` itself."""
         card = self.card
         if card.holds_out_validation and split == card.validation_split:
-            return card.train_split
+            dataset = dataset if dataset is not None else card.dataset_for(card.modalities[0])
+            return card.validation_sources.get(dataset, card.train_split)
         return split
 
     def shape_splits(self) -> list[str]:
@@ -306,13 +308,10 @@ class TaskDatasets:
             return "validation"
         return "train" if split == card.train_split else None
 
-    def _split_labels(self, index: Mapping[str, torch.Tensor]) -> list[Any] | None:
-        """The per-sample class of each sample of the (paired) training split ``index``, or ``None``
-        when the targets are not per-sample classes (dense targets): stratification labels."""
-        dataset = self.card.dataset_for(self.card.modalities[0])
-        rows = index[dataset]
-        targets = self._targets(dataset, self.card.train_split)
-        labels = [targets[int(i)] for i in rows]
+    def _split_labels(self, dataset: str) -> list[Any] | None:
+        """The per-sample class of each sample of ``dataset``'s training split, or ``None`` when the
+        targets are not per-sample classes (dense targets): stratification labels."""
+        labels = list(self._targets(dataset, self.card.train_split))
         if all(isinstance(y, (int, bool)) or (hasattr(y, "ndim") and getattr(y, "ndim") == 0) for y in labels):
             return [int(y) for y in labels]
         return None
@@ -332,16 +331,17 @@ class TaskDatasets:
             return [y.item() if hasattr(y, "item") and getattr(y, "ndim", 1) == 0 else y for y in known]
         return [raw[i]["target"] for i in range(len(raw))]
 
-    def holdout(self, index: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Split the training split (its paired ``index``: dataset -> rows) into ``{"train": positions,
-        "validation": positions}`` (positions into ``index``, sorted): `held_out` with the card's
-        validation fraction and seed, stratified by label when the labels are per-sample classes."""
-        if self._holdout is None:
+    def holdout(self, dataset: str) -> dict[str, torch.Tensor]:
+        """Split ``dataset``'s training split into ``{"train": rows, "validation": rows}`` (sorted):
+        `held_out` with the card's validation fraction and seed, stratified by label when the labels
+        are per-sample classes. Each dataset of a paired task is held out on its own, before pairing,
+        so no sample of the validation part is paired into the training part."""
+        if dataset not in self._holdout:
             card = self.card
-            n = len(next(iter(index.values())))
-            self._holdout = held_out(n, card.validation_fraction, card.validation_seed, self._split_labels(index),
-                                     where=f"task {card.name!r}: validation")
-        return self._holdout
+            n = self._split_len(dataset, card.train_split, card.datasets()[dataset])
+            self._holdout[dataset] = held_out(n, card.validation_fraction, card.validation_seed,
+                                              self._split_labels(dataset), where=f"task {card.name!r}: validation")
+        return self._holdout[dataset]
 
     def raw_split(self, dataset: str, split: str) -> Any:
         """Return (cached) the raw samples of ``dataset``'s ``split`` from its plugin's ``load``."""
@@ -521,15 +521,16 @@ class TaskDatasets:
         task split (`split_index`)."""
         if split in self._converted:
             return self._converted[split]
-        source = self.source_split(split)
         index = self.split_index(split)
         part = self._part(split)
         out: dict[str, ConvertedSamples] = {}
         for dataset, modalities in self.card.datasets().items():
+            source = self.source_split(split, dataset)
             wanted = index[dataset]
             cached = self._cache_key(dataset, source, modalities[0], "all") is not None
-            if part is not None and cached:  # both parts of the training split: one cache entry of their rows
-                other = self.card.validation_split if part == "train" else self.card.train_split
+            other = None if part is None else self.card.validation_split if part == "train" else self.card.train_split
+            if other is not None and cached and self.source_split(other, dataset) == source:
+                # both parts of the training split: one cache entry of their rows
                 wanted = torch.cat([wanted, self.split_index(other)[dataset]])
             unique, inverse = torch.unique(wanted, return_inverse=True)
             inverse = inverse[: len(index[dataset])]
@@ -546,27 +547,33 @@ class TaskDatasets:
 
     def split_index(self, split: str) -> dict[str, torch.Tensor]:
         """Return dataset -> the rows of its dataset split that task split ``split`` reads, in order:
-        paired by target for multimodal tasks, the training or validation part when the validation
-        split is held out, then cut to ``max_train_samples`` (training) / ``max_eval_samples``
-        (validation and test) by a fixed random subset."""
+        the training or validation part of each dataset when the validation split is held out (each
+        dataset held out on its own; a dataset named in ``validation.splits`` reads its own split),
+        paired by target for multimodal tasks, then cut to ``max_train_samples`` (training) /
+        ``max_eval_samples`` (validation and test) by a fixed random subset."""
         datasets = self.card.datasets()
-        source = self.source_split(split)
         limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
+        part = self._part(split)
+        rows: dict[str, torch.Tensor] = {}
+        for dataset, modalities in datasets.items():
+            source = self.source_split(split, dataset)
+            if part is None or dataset in self.card.validation_sources:
+                rows[dataset] = torch.arange(self._split_len(dataset, source, modalities))
+            else:
+                rows[dataset] = self.holdout(dataset)[part]
         if len(datasets) == 1:
-            only = next(iter(datasets))
-            n = self._split_len(only, source, datasets[only])
-            index = {only: torch.arange(n)}
+            index = rows
         else:
-            raws = {d: self.raw_split(d, source) for d in datasets}
-            index = pair_by_target({d: [raws[d][i]["target"] for i in range(len(raws[d]))] for d in raws})
+            targets = {}
+            for d, r in rows.items():
+                every = self._targets(d, self.source_split(split, d))
+                targets[d] = [every[int(i)] for i in r]
+            pairs = pair_by_target(targets)
+            index = {d: rows[d][pairs[d]] for d in datasets}
         n = len(next(iter(index.values())))
         if n == 0:
-            raise TaskError(f"task {self.card.name!r}: split {source!r} has no samples")
-        part = self._part(split)
-        if part is not None:
-            keep = self.holdout(index)[part]
-            index = {d: i[keep] for d, i in index.items()}
-            n = len(keep)
+            raise TaskError(f"task {self.card.name!r}: split {self.source_split(split)!r} has no samples"
+                            + (f" ({part} part)" if part else ""))
         if limit is not None and limit < n:
             keep = torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:limit].sort().values
             index = {d: i[keep] for d, i in index.items()}
