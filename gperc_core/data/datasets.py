@@ -294,8 +294,8 @@ class TaskDatasets:
 
     def shape_splits(self) -> list[str]:
         """The task splits the model's shapes are inferred from: the training split, with its held-out
-        validation part (the same samples as the whole dataset split; the test split never shapes the
-        model)."""
+        validation part (the whole dataset training split, plus the own validation split of a dataset
+        named in ``validation.splits``; the test split never shapes the model)."""
         card = self.card
         return [card.train_split, card.validation_split] if card.holds_out_validation else [card.train_split]
 

@@ -27,7 +27,8 @@ class TextOptions:
     (default 64; longer texts are truncated), ``add_eos`` (default true), ``task`` ("classification"
     | "mlm"), ``mask_prob`` (default 0.15), ``mask_seed`` (int: the same masks for a text in every
     epoch; default none: conversion masks with seed 0, and training draws fresh masks every epoch
-    through ``gperc_transform``, `remask`). ``tokenizer`` (the argument) is the tokenizer object
+    through ``gperc_transform``, `remask`), ``bigrams`` (classification: the number of neighbouring-token
+    pairs with ids of their own, `BigramTokenizer`; default 0). ``tokenizer`` (the argument) is the tokenizer object
     the core passes to the hooks (``None``: none built yet). Bad values raise `TaskError` naming the
     option.
     """
@@ -58,6 +59,10 @@ class TextOptions:
         self.mask_seed = options.get("mask_seed")
         if self.mask_seed is not None:
             _int("mask_seed", self.mask_seed, 0)
+        self.bigrams = _int("bigrams", options.get("bigrams", 0), 0)
+        if self.bigrams and self.task == "mlm":
+            raise TaskError(f"{PLUGIN}: options['bigrams']: expected 0 with task='mlm' (a pair's id would give the "
+                            f"masked token away), got {self.bigrams}")
 
     def tokenizer(self) -> Any:
         """Return the tokenizer to encode with: the one the core passed, or bytes."""

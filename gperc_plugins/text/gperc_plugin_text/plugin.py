@@ -14,7 +14,8 @@ from gperc_core import (USER_DATA_OPTIONS, DatasetSpec, InputArray, InputError, 
 from . import GPERC_CORE_REQUIRES, PLUGIN  # noqa: F401 - the manager reads GPERC_CORE_REQUIRES here
 from .arrays import DEFAULT_MAX_LEN, TASKS, TOKENIZERS, TextOptions, text_input_array
 from .datasets import DATASETS
-from .tokenizers import DEFAULT_VOCAB_SIZE, BytesTokenizer, SentencePieceTokenizer, cache_dir, train_sentencepiece
+from .tokenizers import (DEFAULT_VOCAB_SIZE, BigramTokenizer, BytesTokenizer, SentencePieceTokenizer, cache_dir,
+                         count_bigrams, train_sentencepiece)
 
 MODALITY = "text"
 
@@ -26,6 +27,8 @@ OPTIONS = {
     "cache_dir": Option(str, None, "where trained tokenizers are cached (default $GPERC_CACHE, then ~/.cache/gperc)"),
     "max_len": Option(int, DEFAULT_MAX_LEN, "longest token sequence; longer texts are truncated"),
     "add_eos": Option(bool, True, "end every sequence with the EOS id"),
+    "bigrams": Option(int, 0, "classification: interleave the ids of neighbouring-token pairs, the N most frequent "
+                      "pairs of the training corpus (0: off; max_len counts both kinds of id)"),
     "task": Option(str, "classification", "'classification' or 'mlm' (masked ids padded to max_len, labels per "
                    "position)", choices=TASKS),
     "mask_prob": Option(float, 0.15, "MLM: share of tokens masked (at least one per text)"),
@@ -66,10 +69,21 @@ def gperc_register_datasets() -> list[DatasetSpec]:
 
 @hookimpl
 def gperc_tokenizer(modality: str, options: dict[str, Any], corpus: Iterable[Any] | None) -> Any:
-    """Bytes, a SentencePiece model from ``tokenizer_path``, or one trained on ``corpus`` (cached)."""
+    """Bytes, a SentencePiece model from ``tokenizer_path``, or one trained on ``corpus`` (cached); with
+    ``bigrams``, that tokenizer with the pairs counted on ``corpus`` interleaved (`BigramTokenizer`)."""
     if modality != MODALITY:
         return None
     text = TextOptions(options)
+    if text.bigrams:
+        if corpus is None:
+            raise TaskError(f"{PLUGIN}: corpus: expected the training texts to count options['bigrams']="
+                            f"{text.bigrams} pairs on, got None")
+        corpus = list(corpus)
+    base = _base_tokenizer(text, options, corpus)
+    return BigramTokenizer(base, count_bigrams(base, corpus, text.bigrams)) if text.bigrams else base
+
+
+def _base_tokenizer(text: TextOptions, options: dict[str, Any], corpus: Iterable[Any] | None) -> Any:
     if text.tokenizer_kind == "bytes":
         return BytesTokenizer()
     path = (options or {}).get("tokenizer_path")

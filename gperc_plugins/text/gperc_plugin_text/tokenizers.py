@@ -1,4 +1,5 @@
-"""Tokenizers of the text modality: raw UTF-8 bytes, and SentencePiece trained on a corpus and cached.
+"""Tokenizers of the text modality: raw UTF-8 bytes, SentencePiece trained on a corpus and cached, and
+either with the ids of neighbouring-token pairs interleaved (`BigramTokenizer`, option ``bigrams``).
 
 Both share one layout of special ids: ``PAD_ID = 0``, ``UNK_ID = 1``, ``EOS_ID = 2``, ``MASK_ID = 3``.
 """
@@ -156,3 +157,64 @@ def train_sentencepiece(corpus: Iterable[Any], vocab_size: int = DEFAULT_VOCAB_S
     except OSError:
         tokenizer.path = None  # a read-only cache only costs a retrain next time
     return tokenizer
+
+
+class BigramTokenizer:
+    """A tokenizer whose ids interleave each pair of neighbouring tokens with an id of its own.
+
+    ``encode`` returns ``a, [ab], b, [bc], c`` for the tokens ``a b c`` of ``base``: the ``n`` bigrams
+    counted most often on the training corpus (`count_bigrams`) are ids ``base.vocab_size + 1 + r``
+    (``r`` their rank), every other bigram is ``base.vocab_size`` (one "rare pair" id). A bag of
+    these ids is what a TF-IDF model of unigrams and bigrams sees; keeping them in the sequence lets
+    the model's position features say which pair sits where. Special ids and ``decode`` are the
+    base tokenizer's (pair ids are dropped). ``fingerprint`` identifies the base and the table.
+    """
+
+    def __init__(self, base: Any, bigrams: Sequence[tuple[int, int]]) -> None:
+        self.base = base
+        self.bigrams = [(int(a), int(b)) for a, b in bigrams]
+        self.rare_id = int(base.vocab_size)
+        self._ids = {pair: self.rare_id + 1 + r for r, pair in enumerate(self.bigrams)}
+        self.vocab_size = self.rare_id + 1 + len(self.bigrams)
+        self.kind = getattr(base, "kind", "sentencepiece")
+        self.pad_id, self.unk_id = base.pad_id, base.unk_id
+        self.eos_id, self.mask_id = base.eos_id, base.mask_id
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable identity: the base tokenizer's (its model bytes, or its kind) and the bigram table."""
+        digest = hashlib.sha256()
+        proto = getattr(self.base, "model_proto", None)
+        digest.update(bytes(proto) if isinstance(proto, (bytes, bytearray)) else repr(self.base).encode())
+        digest.update(repr(self.bigrams).encode())
+        return f"BigramTokenizer:{digest.hexdigest()}"
+
+    def encode(self, text: str) -> list[int]:
+        """Return the base ids of ``text`` with each neighbouring pair's id between its two tokens."""
+        ids = list(self.base.encode(text))
+        out: list[int] = ids[:1]
+        for a, b in zip(ids, ids[1:]):
+            out += [self._ids.get((a, b), self.rare_id), b]
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Return the text of ``ids`` (pair ids dropped)."""
+        return self.base.decode([int(i) for i in ids if int(i) < self.rare_id])
+
+    def __repr__(self) -> str:
+        return f"BigramTokenizer(base={self.base!r}, bigrams={len(self.bigrams)}, vocab_size={self.vocab_size})"
+
+
+def count_bigrams(base: Any, corpus: Iterable[Any], n: int) -> list[tuple[int, int]]:
+    """Return the ``n`` most frequent pairs of neighbouring ``base`` tokens in ``corpus`` (texts), most
+    frequent first (ties: the smaller ids first); pairs seen once are left out."""
+    from collections import Counter
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise TaskError(f"{PLUGIN}: options['bigrams']: expected an integer >= 1, got {n!r}")
+    counts: Counter[tuple[int, int]] = Counter()
+    for text in _texts(corpus):
+        ids = base.encode(text)
+        counts.update(zip(ids, ids[1:]))
+    ranked = sorted((pair for pair, c in counts.items() if c >= 2), key=lambda p: (-counts[p], p))
+    return ranked[:n]

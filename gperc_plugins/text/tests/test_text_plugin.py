@@ -177,3 +177,24 @@ def test_shipped_text_cards_use_documented_options_and_registered_datasets(pm):
         assert set(card.options.get("text", {})) <= set(text_plugin.OPTIONS), card.name
         resolve_modality(pm.modality("text"), card.options.get("text", {}), {}, card.source)  # typed, known
         TextOptions(card.options.get("text", {}))                          # values are valid too
+
+
+def test_bigram_option_through_the_hooks(pm, tmp_path, tiny_corpus):
+    from gperc_plugin_text.tokenizers import BigramTokenizer
+
+    options = {"vocab_size": 300, "cache_dir": str(tmp_path), "bigrams": 8, "max_len": 16}
+    tok = pm.hook.gperc_tokenizer(modality="text", options=options, corpus=iter(tiny_corpus * 3))
+    assert isinstance(tok, BigramTokenizer) and len(tok.bigrams) == 8
+    plain = pm.hook.gperc_tokenizer(modality="text", options={**options, "bigrams": 0}, corpus=iter(tiny_corpus * 3))
+    array = pm.hook.gperc_input_array(modality="text", sample=tiny_corpus[0], options=options, tokenizer=tok).array
+    assert len(array) == 16 and array[-1] == tok.eos_id  # max_len counts both kinds of id
+    assert array[:-1:2].tolist() == plain.encode(tiny_corpus[0])[:8] and int(array.max()) < tok.vocab_size
+    byte_pairs = pm.hook.gperc_tokenizer(modality="text", options={"tokenizer": "bytes", "bigrams": 3},
+                                         corpus=iter(tiny_corpus))
+    assert byte_pairs.vocab_size == 260 + 1 + 3 and byte_pairs.kind == "bytes"
+    with pytest.raises(TaskError, match=r"options\['bigrams'\]: expected 0 with task='mlm'.*got 8"):
+        pm.hook.gperc_tokenizer(modality="text", options={**options, "task": "mlm"}, corpus=iter(tiny_corpus))
+    with pytest.raises(TaskError, match=r"corpus: expected the training texts to count options\['bigrams'\]=8"):
+        pm.hook.gperc_tokenizer(modality="text", options=options, corpus=None)
+    with pytest.raises(TaskError, match=r"options\['bigrams'\]: expected an integer >= 0, got -1"):
+        pm.hook.gperc_input_array(modality="text", sample="a", options={"bigrams": -1}, tokenizer=tok)

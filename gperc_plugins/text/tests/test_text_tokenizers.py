@@ -75,3 +75,34 @@ def test_load_and_save(tiny_tokenizer, tmp_path):
     (tmp_path / "bad.model").write_bytes(b"garbage")
     with pytest.raises(TaskError, match="expected a SentencePiece model"):
         SentencePieceTokenizer.load(tmp_path / "bad.model")
+
+
+def test_bigram_tokenizer_interleaves_pair_ids_counted_on_the_corpus(tiny_tokenizer, tiny_corpus):
+    from gperc_plugin_text.tokenizers import BigramTokenizer, count_bigrams
+
+    base = tiny_tokenizer
+    table = count_bigrams(base, tiny_corpus * 3, 5)
+    assert len(table) == 5 and len(set(table)) == 5
+    counts = {}
+    for text in tiny_corpus * 3:
+        ids = base.encode(text)
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+    assert [counts[p] for p in table] == sorted((counts[p] for p in table), reverse=True)  # most frequent first
+    assert min(counts[p] for p in table) >= max(c for p, c in counts.items() if p not in table)
+    tok = BigramTokenizer(base, table)
+    assert isinstance(tok, Tokenizer) and tok.vocab_size == base.vocab_size + 1 + 5
+    assert (tok.pad_id, tok.unk_id, tok.eos_id, tok.mask_id) == (0, 1, 2, 3)
+    text = tiny_corpus[0]
+    ids, plain = tok.encode(text), base.encode(text)
+    assert len(ids) == 2 * len(plain) - 1 and ids[::2] == plain  # a, [ab], b, [bc], c
+    for k, (a, b) in enumerate(zip(plain, plain[1:])):
+        want = base.vocab_size + 1 + table.index((a, b)) if (a, b) in table else base.vocab_size
+        assert ids[2 * k + 1] == want
+    assert tok.decode(ids) == base.decode(plain) == text
+    assert BigramTokenizer(base, []).vocab_size == base.vocab_size + 1 and tok.encode("a") == base.encode("a")
+    # the cache identity tells tables apart
+    assert tok.fingerprint != BigramTokenizer(base, table[:4]).fingerprint
+    assert tok.fingerprint == BigramTokenizer(base, list(table)).fingerprint
+    with pytest.raises(TaskError, match=r"options\['bigrams'\]: expected an integer >= 1, got 0"):
+        count_bigrams(base, tiny_corpus, 0)
