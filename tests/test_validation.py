@@ -105,6 +105,18 @@ def test_paired_task_reads_a_modalitys_own_validation_split(pm):
     assert validate_card(task.record()["card"], source="task.json").validation_sources == {"letters": "validation"}
 
 
+def test_splits_override_keeps_the_cards_other_entries():
+    from gperc_core.data.cards import apply_split_overrides
+
+    card = validate_card({"name": "multi/blob-seq", "modalities": ["blob", "seq"],
+                          "pairing": {"blob": "blobs", "seq": "letters"},
+                          "validation": {"fraction": 0.2, "splits": {"seq": "validation"}}}, source="card.toml")
+    new = apply_split_overrides(card, {"validation": {"splits": {"blob": "dev"}}})
+    assert new.validation == {"fraction": 0.2, "splits": {"seq": "validation", "blob": "dev"}}
+    assert new.validation_sources == {"letters": "validation", "blobs": "dev"}
+    assert card.validation["splits"] == {"seq": "validation"}  # the card itself is unchanged
+
+
 @pytest.mark.parametrize("table, message", [
     ({"validation": {"fraction": 1.5}}, r"validation\.fraction: expected a number in \(0, 1\), got 1\.5"),
     ({"validation": {"fraction": "x"}}, r"validation\.fraction: expected number, got str 'x'"),

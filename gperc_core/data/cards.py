@@ -240,7 +240,7 @@ def _check_table(values: Mapping[str, Any], where: str, keys: Mapping[str, tuple
 def check_validation(values: Mapping[str, Any], where: str = "validation", train_split: str = "train",
                      eval_split: str = "test", modalities: Iterable[str] | None = None) -> None:
     """Check a ``[validation]`` table: ``split`` (a string other than the train and eval splits) or
-    ``fraction`` in (0, 1) and ``seed`` >= 0, and ``splits`` (modality -> split name, another than the
+    ``fraction`` in (0, 1) and ``seed`` >= 0, and ``splits`` (modality -> split name, other than the
     train and eval splits) only where ``modalities`` (the modalities of a paired task; ``None``: not
     paired) has the modality; raise `TaskError` naming the key, the expected and the actual value."""
     _check_table(values, where, VALIDATION_KEYS)
@@ -313,6 +313,8 @@ def apply_split_overrides(card: TaskCard, overrides: Mapping[str, Mapping[str, A
     new = copy.deepcopy(card)
     if validation:
         merged = {**new.validation, **validation}
+        if "splits" in validation:  # one modality's entry leaves the others' as the card has them
+            merged["splits"] = {**new.validation.get("splits", {}), **validation["splits"]}
         if "split" in validation:
             merged = {"split": validation["split"]}
         elif {"fraction", "seed", "splits"} & set(validation):
