@@ -528,7 +528,7 @@ class TaskDatasets:
             source = self.source_split(split, dataset)
             wanted = index[dataset]
             cached = self._cache_key(dataset, source, modalities[0], "all") is not None
-            other = None if part is None else self.card.validation_split if part == "train" else self.card.train_split
+            other = {"train": self.card.validation_split, "validation": self.card.train_split}.get(part or "")
             if other is not None and cached and self.source_split(other, dataset) == source:
                 # both parts of the training split: one cache entry of their rows
                 wanted = torch.cat([wanted, self.split_index(other)[dataset]])
@@ -554,21 +554,18 @@ class TaskDatasets:
         datasets = self.card.datasets()
         limit = self.training.max_train_samples if split == self.card.train_split else self.training.max_eval_samples
         part = self._part(split)
+        sources = {d: self.source_split(split, d) for d in datasets}
         rows: dict[str, torch.Tensor] = {}
         for dataset, modalities in datasets.items():
-            source = self.source_split(split, dataset)
             if part is None or dataset in self.card.validation_sources:
-                rows[dataset] = torch.arange(self._split_len(dataset, source, modalities))
+                rows[dataset] = torch.arange(self._split_len(dataset, sources[dataset], modalities))
             else:
                 rows[dataset] = self.holdout(dataset)[part]
         if len(datasets) == 1:
             index = rows
         else:
-            targets = {}
-            for d, r in rows.items():
-                every = self._targets(d, self.source_split(split, d))
-                targets[d] = [every[int(i)] for i in r]
-            pairs = pair_by_target(targets)
+            every = {d: self._targets(d, sources[d]) for d in datasets}
+            pairs = pair_by_target({d: [every[d][int(i)] for i in r] for d, r in rows.items()})
             index = {d: rows[d][pairs[d]] for d in datasets}
         n = len(next(iter(index.values())))
         if n == 0:

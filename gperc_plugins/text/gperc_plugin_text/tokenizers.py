@@ -181,13 +181,15 @@ class BigramTokenizer:
         self.eos_id, self.mask_id = base.eos_id, base.mask_id
 
     @property
-    def fingerprint(self) -> str:
-        """A stable identity: the base tokenizer's (its model bytes, or its kind) and the bigram table."""
-        digest = hashlib.sha256()
-        proto = getattr(self.base, "model_proto", None)
-        digest.update(bytes(proto) if isinstance(proto, (bytes, bytearray)) else repr(self.base).encode())
-        digest.update(repr(self.bigrams).encode())
-        return f"BigramTokenizer:{digest.hexdigest()}"
+    def fingerprint(self) -> str | None:
+        """A stable identity for the conversion cache: the base tokenizer's (the core's
+        ``tokenizer_identity``) and the bigram table; ``None`` when the base has none (not cached)."""
+        from gperc_core.data.cache import tokenizer_identity
+
+        base = tokenizer_identity(self.base)
+        if base is None:
+            return None
+        return f"BigramTokenizer:{hashlib.sha256(f'{base}|{self.bigrams!r}'.encode()).hexdigest()}"
 
     def encode(self, text: str) -> list[int]:
         """Return the base ids of ``text`` with each neighbouring pair's id between its two tokens."""
