@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
+from gperc_core.config.stem import check_stem, stem_shape
 from gperc_core.errors import ConfigError
 
 DECODER_REDUCTIONS = ("mean", "max", "sum", "first", "last", "eot", None)
@@ -89,6 +90,8 @@ _DEFAULTS: dict[str, Any] = {
     "fourier_sine_only": False,
     "encoder_only": False,
     "tie_output_embedding": False,
+    # convolutions over the input grid before the encoder (gperc_core.model.stem): {channels, strides, kernel_size}
+    "input_stem": None,
 }
 
 FIELD_DOCS: dict[str, str] = {
@@ -321,8 +324,10 @@ class PerceiverConfig:
 
     @property
     def input_feature_dim(self) -> int:
-        """Width of each input element after the token embedding or the input projection."""
-        return int(self.input_projection or self.input_dim)
+        """Width of each input element after the token embedding, the input stem or the input projection."""
+        if self.input_projection:
+            return int(self.input_projection)
+        return int(self.input_stem["channels"][-1]) if self.input_stem else int(self.input_dim)
 
     @property
     def encoder_ffw(self) -> int:
@@ -343,6 +348,18 @@ class PerceiverConfig:
     def input_shape(self) -> tuple[int, ...]:
         """Index shape of the input array (e.g. ``(H, W)`` for an image); ``(input_len,)`` by default."""
         return tuple(self.input_pos_shape) if self.input_pos_shape else (int(self.input_len),)
+
+    @property
+    def encoded_shape(self) -> tuple[int, ...]:
+        """Index shape of the elements the encoder reads: `input_shape`, or the grid the ``input_stem``
+        leaves (its strides shorten each axis)."""
+        return stem_shape(self.input_shape, self.input_stem)
+
+    @property
+    def encoded_len(self) -> int:
+        """Number of elements the encoder reads (``input_len``, fewer after a strided ``input_stem``);
+        input position encodings have this length."""
+        return math.prod(self.encoded_shape)
 
     @property
     def fourier_channels(self) -> int:
@@ -436,6 +453,7 @@ class PerceiverConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         self._validate_fusion()
+        self._validate_stem()
         return self
 
     def _validate_interop(self) -> None:
@@ -493,6 +511,19 @@ class PerceiverConfig:
             if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
                 raise ConfigError(f"modality_dropout: expected a number in [0, 1) or a table modality -> number, "
                                   f"got {dropout!r}")
+
+
+    def _validate_stem(self) -> None:
+        """Check ``input_stem`` and what it cannot be combined with."""
+        if self.input_stem is None:
+            return
+        check_stem(self.input_stem, self.input_shape)
+        for name, bad, why in (("input_type", self.input_type == "tokens", "'raw' (convolutions read channels)"),
+                               ("fusion", self.fusion is not None, "None (each fused modality has its own grid)"),
+                               ("decoder_reduction", self.decoder_reduction == "eot",
+                                "not 'eot' (its queries are per input element)")):
+            if bad:
+                raise ConfigError(f"{name}: expected {why} with input_stem, got {getattr(self, name)!r}")
 
 
 def _unknown(owner: str, key: object, fields: Mapping[str, Any]) -> str:

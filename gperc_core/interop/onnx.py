@@ -12,8 +12,9 @@ What is dynamic:
 - ``o`` (axis 1 of ``output_array``, when the graph takes one), in ``[1, 65536]``, except with
   ``decoder_reduction="eot"`` (``o`` is fixed to ``output_len`` like ``m``);
 - not ``m`` with ``decoder_reduction="eot"`` (it reads the query at the last unmasked position, so
-  ``m`` is fixed to ``output_len``), nor with ``input_len=1``, nor a fused multimodal model's per-modality lengths (each
-  modality is fixed to its ``input_len``, as `ModalityFusion` requires).
+  ``m`` is fixed to ``output_len``), nor with ``input_len=1``, nor with an ``input_stem`` (its convolutions read
+  the whole grid), nor a fused multimodal model's per-modality lengths (each modality is fixed to its
+  ``input_len``, as `ModalityFusion` requires).
 
 The mask is always an input (bool, True = attend); `ExportedModel` passes all-True when the caller
 gives none, which is the same attention as no mask. A fused model takes one
@@ -130,7 +131,8 @@ def example_inputs(config: PerceiverConfig, batch: int = 2, output_array: bool =
         else:
             out.append(torch.randn(batch, m, int(e["input_dim"]), generator=generator))
         mask = torch.ones(batch, m, dtype=torch.bool)
-        mask[:, m // 2 + 1:] = torch.rand(batch, m - m // 2 - 1, generator=generator) > 0.5
+        if not config.input_stem:  # a stem reads whole grids: its masks are all real
+            mask[:, m // 2 + 1:] = torch.rand(batch, m - m // 2 - 1, generator=generator) > 0.5
         out.append(mask)
     if output_array:
         out.append(torch.randn(batch, _traced_queries(config), int(config.output_dim), generator=generator))
@@ -141,7 +143,7 @@ def dynamic_shapes(config: PerceiverConfig, output_array: bool = False) -> tuple
     """The `torch.export` dynamic axes of each input (see the module doc for what is dynamic)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     eot = config.decoder_reduction == "eot"
-    if _fused(config) is not None or eot or int(config.input_len) < 2:
+    if _fused(config) is not None or eot or config.input_stem or int(config.input_len) < 2:
         shapes = [{0: batch} for _ in input_names(config)]
     else:
         length = torch.export.Dim("m", min=1, max=int(config.input_len))

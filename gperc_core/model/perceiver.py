@@ -25,13 +25,14 @@ from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.errors import ConfigError, InputError, describe
 from gperc_core.model.position import build_position_encoding, fourier_features, sinusoid_encoding
 from gperc_core.model.sentinels import resolve_mask, resolve_output_array
+from gperc_core.model.stem import ConvStem
 
 __all__ = ["build_position_encoding", "Block", "Embeddings", "EncoderBlock", "ProcessorBlock",
            "DecoderBlock", "Perceiver", "validate_inputs", "build_unit", "unit_seed", "materialising", "unit_prefix", "INPUT_UNITS",
            "Materialise"]
 
-INPUT_UNITS: tuple[str, ...] = ("input_embedding", "input_projection", "input_pos", "input_pos_table", "input_fourier",
-                                 "latent")
+INPUT_UNITS: tuple[str, ...] = ("input_embedding", "input_stem", "input_projection", "input_pos", "input_pos_table",
+                                 "input_fourier", "latent")
 """The members of `Embeddings` that belong with the encoder (its first pipeline stage); the other one,
 ``output_query``, belongs with the decoder."""
 
@@ -100,14 +101,15 @@ def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: A
                     output_array: Any = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Check model inputs against ``config`` before any compute.
 
-    Returns ``(attention_mask, output_array)`` with sentinels turned into ``None``. Raises
+    Returns ``(attention_mask, output_array)`` with sentinels turned into ``None`` (and the mask ``None``
+    with an ``input_stem``, whose inputs must be whole, unmasked grids). Raises
     `InputError` naming the argument, the expected and the actual shape, dtype or value. Value
     checks (token range, 0/1 masks, empty rows) run eagerly only, so compiled graphs stay whole.
     """
     attention_mask = resolve_mask(attention_mask)
     output_array = resolve_output_array(output_array)
     if torch.compiler.is_compiling():
-        return attention_mask, output_array
+        return (None if config.input_stem else attention_mask), output_array
     if not isinstance(input_array, torch.Tensor):
         raise InputError(f"input_array: expected a torch.Tensor, got {type(input_array).__name__} {describe(input_array)}")
     if config.input_type == "tokens":
@@ -139,6 +141,14 @@ def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: A
         if empty:
             raise InputError(f"attention_mask: expected at least one unmasked position per sample, "
                              f"samples {empty[:8]} have none")
+        if config.input_stem and not bool(keep.all()):
+            raise InputError("attention_mask: expected no masked positions with input_stem (its convolutions "
+                             "read whole grids), got some masked")
+    if config.input_stem and m != config.input_len:
+        raise InputError(f"input_array: expected the whole grid of input_len={config.input_len} elements on axis 1 "
+                         f"with input_stem, got {m}")
+    if config.input_stem:
+        attention_mask = None  # all real (checked above); the stem's grid is shorter than the mask
     if output_array is not None:
         if (not isinstance(output_array, torch.Tensor) or output_array.dim() != 3
                 or output_array.shape[0] != b or output_array.shape[2] != config.output_dim
@@ -172,22 +182,27 @@ class Embeddings(nn.Module):
         if c.input_type == "tokens":
             with unit("input_embedding"):
                 self.input_embedding = nn.Embedding(c.input_num_tokens, c.input_dim)
+        self.input_stem: ConvStem | None = None
+        if c.input_stem:
+            with unit("input_stem"):
+                self.input_stem = ConvStem(c.input_stem, c.input_shape, c.input_dim)
         self.input_projection: nn.Linear | None = None
         if c.input_projection:
+            width = c.input_stem["channels"][-1] if c.input_stem else c.input_dim
             with unit("input_projection"):
-                self.input_projection = nn.Linear(c.input_dim, c.input_projection)
+                self.input_projection = nn.Linear(width, c.input_projection)
         self.input_pos: nn.Parameter | None = None
         if c.input_pos_enc == "trainable":
             with unit("input_pos"):
-                self.input_pos = build_position_encoding("trainable", c, c.input_len,
+                self.input_pos = build_position_encoding("trainable", c, c.encoded_len,
                                                          c.input_pos_dim or c.input_feature_dim)
         elif c.input_pos_enc == "sinusoid":
             with unit("input_pos_table"):
-                self.register_buffer("input_pos_table", sinusoid_encoding(c.input_len, c.input_feature_dim),
+                self.register_buffer("input_pos_table", sinusoid_encoding(c.encoded_len, c.input_feature_dim),
                                      persistent=False)
         elif c.input_pos_enc == "fourier":
             with unit("input_fourier"):
-                feats = fourier_features(c.input_shape, c.fourier_num_bands, c.fourier_max_resolution,
+                feats = fourier_features(c.encoded_shape, c.fourier_num_bands, c.fourier_max_resolution,
                                          concat_pos=c.fourier_concat_pos, sine_only=c.fourier_sine_only)
                 self.register_buffer("input_fourier", feats, persistent=False)
         with unit("latent"):
@@ -209,9 +224,11 @@ class Embeddings(nn.Module):
         return x, attention_mask, latents, output_array
 
     def embed_input(self, input_array: torch.Tensor) -> torch.Tensor:
-        """Return the input array embedded (tokens) or projected (``input_projection``) with its position
-        encoding added or concatenated."""
+        """Return the input array embedded (tokens), through the convolutional ``input_stem`` and projected
+        (``input_projection``) when configured, with its position encoding added or concatenated."""
         x = self.input_embedding(input_array) if self.input_embedding is not None else input_array
+        if self.input_stem is not None:
+            x = self.input_stem(x)
         if self.input_projection is not None:
             x = self.input_projection(x)
         m = x.shape[1]

@@ -75,6 +75,8 @@ def block_costs(config: PerceiverConfig, input_len: int | None = None, output_le
     ``input_len``/``output_len`` default to the config's (the longest inputs and outputs).
     """
     m = int(input_len or config.input_len)
+    if config.input_stem:  # the encoder reads the stem's grid; the convolutions are not modelled
+        m = max(1, round(m * config.encoded_len / config.input_len))
     o = int(output_len or config.output_len)
     n, d, e, c = int(config.latent_len), int(config.latent_dim), int(config.output_dim), int(config.input_embed_dim)
     encoder = 2 * m * n * d + 2 * m * c * d + 2 * n * d * d + 2 * n * d * config.encoder_ffw

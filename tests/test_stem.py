@@ -1,0 +1,116 @@
+"""The convolutional input stem (``PerceiverConfig.input_stem``): the grid it leaves, that it is the
+convolution it says over row-major grids, locality, masks, checkpoints, export, and bad settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gperc_core import ConfigError, InputError, Perceiver, PerceiverConfig
+from gperc_core.model.stem import ConvStem
+
+GRID = dict(input_len=48, input_dim=2, input_pos_shape=[6, 8], input_pos_enc="fourier", fourier_num_bands=2,
+            latent_len=4, latent_dim=16, output_dim=16, n_classes=3, dropout=0.0)
+STEM = {"channels": [5, 7], "strides": [1, 2]}
+
+
+def test_the_encoder_reads_the_grid_the_stem_leaves():
+    config = PerceiverConfig(**GRID, input_stem=STEM)
+    assert config.encoded_shape == (3, 4) and config.encoded_len == 12
+    assert config.input_feature_dim == 7
+    assert config.input_embed_dim == 7 + config.fourier_channels
+    odd = config.replace(input_stem={"channels": [4, 4], "strides": [2, 2]})
+    assert odd.encoded_shape == (2, 2)                             # 6 -> 3 -> 2, 8 -> 4 -> 2 (ceil)
+    assert config.replace(input_stem=None).encoded_shape == (6, 8)
+    one_d = PerceiverConfig(input_len=10, input_dim=3, input_stem={"channels": [4], "strides": [3]})
+    assert one_d.encoded_shape == (4,) and one_d.input_feature_dim == 4
+    projected = config.replace(input_projection=9)
+    assert Perceiver(projected).embeddings.input_projection.in_features == 7
+
+
+def test_the_stem_is_its_convolutions_over_the_row_major_grid():
+    torch.manual_seed(0)
+    stem = ConvStem(STEM, (6, 8), 2)
+    x = torch.randn(3, 48, 2)
+    image = x.transpose(1, 2).reshape(3, 2, 6, 8)                   # element r * 8 + c is pixel (r, c)
+    conv1, conv2 = stem.layers[0], stem.layers[2]
+    expected = F.gelu(F.conv2d(F.gelu(F.conv2d(image, conv1.weight, conv1.bias, padding=1)),
+                               conv2.weight, conv2.bias, stride=2, padding=1))
+    assert torch.allclose(stem(x), expected.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+def test_an_input_element_reaches_only_the_outputs_over_its_neighbourhood():
+    torch.manual_seed(0)
+    stem = ConvStem({"channels": [4], "strides": [1]}, (6, 8), 2)
+    x = torch.randn(1, 48, 2)
+    moved = x.clone()
+    moved[0, 2 * 8 + 5] += 1.0                                     # pixel (2, 5)
+    changed = (stem(moved) - stem(x)).abs().amax(dim=-1).reshape(6, 8) > 0
+    expected = torch.zeros(6, 8, dtype=torch.bool)
+    expected[1:4, 4:7] = True                                      # its 3x3 neighbourhood
+    assert torch.equal(changed, expected)
+
+
+def test_whole_grids_only_and_an_all_real_mask_is_no_mask():
+    model = Perceiver(PerceiverConfig(**GRID, input_stem=STEM)).eval()
+    x = torch.randn(2, 48, 2)
+    assert torch.equal(model(x), model(x, torch.ones(2, 48, dtype=torch.bool)))
+    mask = torch.ones(2, 48, dtype=torch.bool)
+    mask[1, 40:] = False
+    with pytest.raises(InputError, match="attention_mask: expected no masked positions with input_stem"):
+        model(x, mask)
+    with pytest.raises(InputError, match="input_array: expected the whole grid of input_len=48 elements"):
+        model(x[:, :30])
+
+
+def test_it_trains_and_saves_with_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = Perceiver(PerceiverConfig(**GRID, input_stem=STEM))
+    x, y = torch.randn(8, 48, 2), torch.randint(0, 3, (8,))
+    F.cross_entropy(model(x), y).backward()
+    assert model.embeddings.input_stem.layers[0].weight.grad.abs().sum() > 0
+    model.save(tmp_path)
+    loaded = Perceiver.from_pretrained(tmp_path).eval()
+    assert loaded.config == model.config
+    assert torch.equal(loaded(x), model.eval()(x))
+    again = Perceiver(PerceiverConfig(**GRID, input_stem=STEM))
+    assert torch.equal(again.embeddings.input_stem.layers[0].weight, Perceiver(again.config).embeddings.input_stem
+                       .layers[0].weight)                         # seeded like every other unit
+
+
+@pytest.mark.parametrize("stem, message", [
+    ({"channels": []}, "input_stem.channels: expected a non-empty list of positive integers"),
+    ({"channels": [4, 0]}, "input_stem.channels: expected a non-empty list of positive integers"),
+    ({"channels": [4], "strides": [1, 2]}, "input_stem.strides: expected one positive integer per layer (1)"),
+    ({"channels": [4], "kernel_size": 2}, "input_stem.kernel_size: expected an odd positive integer, got 2"),
+    ({"channels": [4], "kernal_size": 3}, "input_stem: expected keys among"),
+    ([4, 8], "input_stem: expected None or a table"),
+])
+def test_bad_stems_name_the_key(stem, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        PerceiverConfig(**GRID, input_stem=stem)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(input_type="tokens", input_num_tokens=10), "input_type: expected 'raw'"),
+    (dict(decoder_reduction="eot", output_len=48), "decoder_reduction: expected not 'eot'"),
+    (dict(fusion={"a": {"input_len": 48, "input_dim": 2}}), "fusion: expected None"),
+    (dict(input_pos_shape=[2, 2, 2, 6]), "input_stem: expected an input grid .input_pos_shape. of 1 to 3 axes"),
+])
+def test_what_a_stem_cannot_go_with_is_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        PerceiverConfig(**{**GRID, **changes, "input_stem": STEM})
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_stem_runs_like_gperc(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from gperc_core.interop.onnx import ExportedModel, export_model
+
+    model = Perceiver(PerceiverConfig(**GRID, input_stem=STEM)).eval()
+    exported = ExportedModel(export_model(model, tmp_path / "stem.onnx", "onnx"))
+    for batch in (1, 4):
+        x = torch.randn(batch, 48, 2)
+        with torch.no_grad():
+            assert (model(x) - exported(x)).abs().max() < 1e-4
