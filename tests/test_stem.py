@@ -1,5 +1,6 @@
 """The convolutional input stem (``PerceiverConfig.input_stem``): the grid it leaves, that it is the
-convolution it says over row-major grids, locality, masks, checkpoints, export, and bad settings."""
+convolution it says over row-major grids, locality, padding invariance and masks, token inputs,
+checkpoints, export, and bad settings."""
 
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ def test_the_stem_is_its_convolutions_over_the_row_major_grid():
     stem = ConvStem(STEM, (6, 8), 2)
     x = torch.randn(3, 48, 2)
     image = x.transpose(1, 2).reshape(3, 2, 6, 8)                   # element r * 8 + c is pixel (r, c)
-    conv1, conv2 = stem.layers[0], stem.layers[2]
+    conv1, conv2 = stem.layers
     expected = F.gelu(F.conv2d(F.gelu(F.conv2d(image, conv1.weight, conv1.bias, padding=1)),
                                conv2.weight, conv2.bias, stride=2, padding=1))
-    assert torch.allclose(stem(x), expected.flatten(2).transpose(1, 2), atol=1e-6)
+    features, mask = stem(x)
+    assert mask is None and torch.allclose(features, expected.flatten(2).transpose(1, 2), atol=1e-6)
 
 
 def test_an_input_element_reaches_only_the_outputs_over_its_neighbourhood():
@@ -46,22 +48,52 @@ def test_an_input_element_reaches_only_the_outputs_over_its_neighbourhood():
     x = torch.randn(1, 48, 2)
     moved = x.clone()
     moved[0, 2 * 8 + 5] += 1.0                                     # pixel (2, 5)
-    changed = (stem(moved) - stem(x)).abs().amax(dim=-1).reshape(6, 8) > 0
+    changed = (stem(moved)[0] - stem(x)[0]).abs().amax(dim=-1).reshape(6, 8) > 0
     expected = torch.zeros(6, 8, dtype=torch.bool)
     expected[1:4, 4:7] = True                                      # its 3x3 neighbourhood
     assert torch.equal(changed, expected)
 
 
-def test_whole_grids_only_and_an_all_real_mask_is_no_mask():
+def test_a_grid_must_be_whole_and_an_all_real_mask_is_no_mask():
     model = Perceiver(PerceiverConfig(**GRID, input_stem=STEM)).eval()
     x = torch.randn(2, 48, 2)
     assert torch.equal(model(x), model(x, torch.ones(2, 48, dtype=torch.bool)))
-    mask = torch.ones(2, 48, dtype=torch.bool)
-    mask[1, 40:] = False
-    with pytest.raises(InputError, match="attention_mask: expected no masked positions with input_stem"):
-        model(x, mask)
-    with pytest.raises(InputError, match="input_array: expected the whole grid of input_len=48 elements"):
+    with pytest.raises(InputError, match=r"input_array: expected the whole grid \[6, 8\] \(input_len=48"):
         model(x[:, :30])
+
+
+def test_masked_elements_read_as_zeros_and_the_mask_is_strided():
+    stem = ConvStem(STEM, (6, 8), 2)
+    x = torch.randn(2, 48, 2)
+    mask = torch.ones(2, 48, dtype=torch.bool)
+    mask[1, 20:] = False
+    features, strided = stem(x, mask)
+    assert torch.equal(strided, mask.reshape(2, 6, 8)[:, ::2, ::2].flatten(1))   # the centre element decides
+    zeroed = x * mask.unsqueeze(-1)
+    with torch.no_grad():
+        first = F.gelu(stem.layers[0](zeroed.transpose(1, 2).reshape(2, 2, 6, 8))) * mask.reshape(2, 1, 6, 8)
+        second = F.gelu(stem.layers[1](first))
+    assert torch.allclose(features, second.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+TOKENS = dict(input_len=20, input_dim=8, input_type="tokens", input_num_tokens=30, latent_len=4, latent_dim=16,
+              output_dim=16, n_classes=3, dropout=0.0, input_stem={"channels": [12, 12], "strides": [1, 2]})
+
+
+@pytest.mark.parametrize("pos", ["trainable", "sinusoid"])
+def test_right_padding_does_not_change_a_token_sequence(pos):
+    """Over token ids the stem is a learned n-gram detector; padding after a sequence changes nothing."""
+    model = Perceiver(PerceiverConfig(**TOKENS, input_pos_enc=pos)).eval()
+    config = model.config
+    assert config.encoded_shape == (10,)
+    ids = torch.randint(1, 30, (1, 13))
+    padded = torch.cat([ids, torch.zeros(1, 7, dtype=torch.long)], dim=1)
+    mask = torch.arange(20).unsqueeze(0) < 13
+    with torch.no_grad():
+        alone = model(ids)                                       # a shorter 1-D sequence is fine
+        assert torch.allclose(model(padded, mask), alone, atol=1e-5)
+        other = torch.cat([ids, torch.randint(1, 30, (1, 7))], dim=1)
+        assert torch.allclose(model(other, mask), alone, atol=1e-5)   # what is padded does not matter
 
 
 def test_it_trains_and_saves_with_the_model(tmp_path):
@@ -93,7 +125,6 @@ def test_bad_stems_name_the_key(stem, message):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(input_type="tokens", input_num_tokens=10), "input_type: expected 'raw'"),
     (dict(decoder_reduction="eot", output_len=48), "decoder_reduction: expected not 'eot'"),
     (dict(fusion={"a": {"input_len": 48, "input_dim": 2}}), "fusion: expected None"),
     (dict(input_pos_shape=[2, 2, 2, 6]), "input_stem: expected an input grid .input_pos_shape. of 1 to 3 axes"),
@@ -112,5 +143,8 @@ def test_onnx_export_of_a_stem_runs_like_gperc(tmp_path):
     exported = ExportedModel(export_model(model, tmp_path / "stem.onnx", "onnx"))
     for batch in (1, 4):
         x = torch.randn(batch, 48, 2)
+        mask = torch.rand(batch, 48) > 0.3
+        mask[:, 0] = True
         with torch.no_grad():
             assert (model(x) - exported(x)).abs().max() < 1e-4
+            assert (model(x, mask) - exported(x, mask)).abs().max() < 1e-4

@@ -518,8 +518,7 @@ class PerceiverConfig:
         if self.input_stem is None:
             return
         check_stem(self.input_stem, self.input_shape)
-        for name, bad, why in (("input_type", self.input_type == "tokens", "'raw' (convolutions read channels)"),
-                               ("fusion", self.fusion is not None, "None (each fused modality has its own grid)"),
+        for name, bad, why in (("fusion", self.fusion is not None, "None (each fused modality has its own grid)"),
                                ("decoder_reduction", self.decoder_reduction == "eot",
                                 "not 'eot' (its queries are per input element)")):
             if bad:

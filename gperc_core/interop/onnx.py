@@ -12,8 +12,8 @@ What is dynamic:
 - ``o`` (axis 1 of ``output_array``, when the graph takes one), in ``[1, 65536]``, except with
   ``decoder_reduction="eot"`` (``o`` is fixed to ``output_len`` like ``m``);
 - not ``m`` with ``decoder_reduction="eot"`` (it reads the query at the last unmasked position, so
-  ``m`` is fixed to ``output_len``), nor with ``input_len=1``, nor with an ``input_stem`` (its convolutions read
-  the whole grid), nor a fused multimodal model's per-modality lengths (each modality is fixed to its
+  ``m`` is fixed to ``output_len``), nor with ``input_len=1``, nor with an ``input_stem`` (its
+  convolutions read a fixed grid), nor a fused multimodal model's per-modality lengths (each modality is fixed to its
   ``input_len``, as `ModalityFusion` requires).
 
 The mask is always an input (bool, True = attend); `ExportedModel` passes all-True when the caller
@@ -131,8 +131,7 @@ def example_inputs(config: PerceiverConfig, batch: int = 2, output_array: bool =
         else:
             out.append(torch.randn(batch, m, int(e["input_dim"]), generator=generator))
         mask = torch.ones(batch, m, dtype=torch.bool)
-        if not config.input_stem:  # a stem reads whole grids: its masks are all real
-            mask[:, m // 2 + 1:] = torch.rand(batch, m - m // 2 - 1, generator=generator) > 0.5
+        mask[:, m // 2 + 1:] = torch.rand(batch, m - m // 2 - 1, generator=generator) > 0.5
         out.append(mask)
     if output_array:
         out.append(torch.randn(batch, _traced_queries(config), int(config.output_dim), generator=generator))

@@ -101,15 +101,14 @@ def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: A
                     output_array: Any = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Check model inputs against ``config`` before any compute.
 
-    Returns ``(attention_mask, output_array)`` with sentinels turned into ``None`` (and the mask ``None``
-    with an ``input_stem``, whose inputs must be whole, unmasked grids). Raises
+    Returns ``(attention_mask, output_array)`` with sentinels turned into ``None``. Raises
     `InputError` naming the argument, the expected and the actual shape, dtype or value. Value
     checks (token range, 0/1 masks, empty rows) run eagerly only, so compiled graphs stay whole.
     """
     attention_mask = resolve_mask(attention_mask)
     output_array = resolve_output_array(output_array)
     if torch.compiler.is_compiling():
-        return (None if config.input_stem else attention_mask), output_array
+        return attention_mask, output_array
     if not isinstance(input_array, torch.Tensor):
         raise InputError(f"input_array: expected a torch.Tensor, got {type(input_array).__name__} {describe(input_array)}")
     if config.input_type == "tokens":
@@ -141,14 +140,9 @@ def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: A
         if empty:
             raise InputError(f"attention_mask: expected at least one unmasked position per sample, "
                              f"samples {empty[:8]} have none")
-        if config.input_stem and not bool(keep.all()):
-            raise InputError("attention_mask: expected no masked positions with input_stem (its convolutions "
-                             "read whole grids), got some masked")
-    if config.input_stem and m != config.input_len:
-        raise InputError(f"input_array: expected the whole grid of input_len={config.input_len} elements on axis 1 "
-                         f"with input_stem, got {m}")
-    if config.input_stem:
-        attention_mask = None  # all real (checked above); the stem's grid is shorter than the mask
+    if config.input_stem and len(config.input_shape) > 1 and m != config.input_len:
+        raise InputError(f"input_array: expected the whole grid {list(config.input_shape)} (input_len="
+                         f"{config.input_len} elements on axis 1) with input_stem, got {m}")
     if output_array is not None:
         if (not isinstance(output_array, torch.Tensor) or output_array.dim() != 3
                 or output_array.shape[0] != b or output_array.shape[2] != config.output_dim
@@ -216,7 +210,7 @@ class Embeddings(nn.Module):
     def forward(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None):
         attention_mask, output_array = validate_inputs(self.config, input_array, attention_mask, output_array)
-        x = self.embed_input(input_array)
+        x, attention_mask = self.embed(input_array, attention_mask)
         b = x.shape[0]
         latents = self.latent.unsqueeze(0).expand(b, -1, -1)
         if output_array is None and self.output_query is not None:
@@ -226,9 +220,15 @@ class Embeddings(nn.Module):
     def embed_input(self, input_array: torch.Tensor) -> torch.Tensor:
         """Return the input array embedded (tokens), through the convolutional ``input_stem`` and projected
         (``input_projection``) when configured, with its position encoding added or concatenated."""
+        return self.embed(input_array)[0]
+
+    def embed(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(embedded input, its mask)``: `embed_input` with the mask the encoder reads (the
+        ``input_stem``'s when it shortens the grid; ``attention_mask`` itself otherwise)."""
         x = self.input_embedding(input_array) if self.input_embedding is not None else input_array
         if self.input_stem is not None:
-            x = self.input_stem(x)
+            x, attention_mask = self.input_stem(x, attention_mask)
         if self.input_projection is not None:
             x = self.input_projection(x)
         m = x.shape[1]
@@ -243,7 +243,7 @@ class Embeddings(nn.Module):
         elif kind == "fourier":
             feats = self.input_fourier[:m].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
             x = torch.cat([x, feats], dim=-1)
-        return x
+        return x, attention_mask
 
 
 class EncoderBlock(nn.Module):
@@ -365,7 +365,7 @@ class Perceiver(nn.Module):
     def encode(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                return_attention: bool = False):
         """Embed the input and cross-attend the latents to it; returns ``(latents, attention)``."""
-        x = self.embeddings.embed_input(input_array)
+        x, attention_mask = self.embeddings.embed(input_array, attention_mask)
         latents = self.embeddings.latent.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
         return self.encoder(x, latents, attention_mask, return_attention)
 
