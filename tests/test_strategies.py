@@ -3,7 +3,8 @@ their checkpoints load in one process, and a pipeline rank builds only its own s
 
 One spawned gloo group of 2 CPU processes runs three `Trainer` steps with DDP (world of 2) and with
 a 2-stage pipeline, each from the same seed as the single-process reference run in the test
-process, and writes a checkpoint from each mode.
+process, and writes a checkpoint from each mode (with weight averaging on, so the averages of every
+stage are gathered too).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from test_pipeline import ATOL, tiny_config
 STEPS = 3
 SETTINGS = {"training.epochs": 1, "training.batch_size": 10, "training.max_train_samples": 40,
             "training.max_eval_samples": 12, "training.progress": False, "training.grad_clip": 0.5,
-            "training.label_smoothing": 0.1, "model.dropout": 0.0, "model.num_layers": 2}
+            "training.label_smoothing": 0.1, "model.dropout": 0.0, "model.num_layers": 2, "training.ema_decay": 0.5}
 
 
 def _task():
@@ -103,6 +104,7 @@ def test_distributed_checkpoint_resumes_in_one_process(runs, mode):
     resumed = Trainer(_task(), root / mode)
     assert resumed.load_checkpoint() == STEPS
     assert _max_diff(ckpt.model_state(resumed.model), ckpt.model_state(reference.model)) < ATOL
+    assert _max_diff(resumed.ema.state(), reference.ema.state()) < ATOL   # weight averages of every stage
     ours, theirs = resumed.optimizer.state_dict(), reference.optimizer.state_dict()
     assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
     for index, state in theirs["state"].items():

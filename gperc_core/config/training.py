@@ -27,6 +27,9 @@ class TrainingConfig:
     training samples of similar length into batches (less padding).
     ``early_stopping_patience`` (default ``None``: off) stops training after that many evaluations of
     the validation split in a row without a better validation metric than the best so far.
+    ``ema_decay`` (default ``None``: off) keeps an exponential moving average of the weights
+    (`gperc_core.train.ema`); validation, the best-weights choice, the test figure and the saved model
+    then use the averaged weights.
     ``max_eval_samples`` cuts the validation and the test split alike.
     """
 
@@ -55,6 +58,7 @@ class TrainingConfig:
     num_workers: int | None = None
     length_bucketing: bool = True
     early_stopping_patience: int | None = None
+    ema_decay: float | None = None
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -102,6 +106,8 @@ class TrainingConfig:
         for name in ("warmup_fraction", "min_lr_ratio", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{where}.{name}: expected a number in [0, 1], got {getattr(self, name)!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"{where}.ema_decay: expected a number in (0, 1) or None, got {self.ema_decay!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError(f"{where}.grad_clip / weight_decay: expected numbers >= 0, got "
                               f"{self.grad_clip!r} / {self.weight_decay!r}")

@@ -39,6 +39,8 @@ LATEST_FILE = "latest.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 RNG_FILE = "rng.safetensors"
+AVERAGES_FILE = "ema.safetensors"
+"""The weight averages of ``training.ema_decay`` (`gperc_core.train.ema`) in a checkpoint folder."""
 STATE_FILE = "trainer_state.json"
 
 
@@ -145,8 +147,10 @@ def set_rng_state(tensors: Mapping[str, torch.Tensor]) -> None:
 
 # --------------------------------------------------------------------- writing and reading
 def write_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     trainer_state: Mapping[str, Any], keep: int = 1) -> Path:
+                     trainer_state: Mapping[str, Any], keep: int = 1,
+                     averages: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write a complete resumable checkpoint for ``step`` and point ``latest.json`` at it; returns its folder.
+    ``averages`` (the weight averages of ``training.ema_decay``, by parameter name) go into ``AVERAGES_FILE``.
 
     All or nothing: on any error (a full disk included) the temporary folder is removed, the
     previous checkpoint stays the latest, and `CheckpointError` says so.
@@ -163,6 +167,8 @@ def write_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt
         ckpt.save_tensors(tmp / OPTIMIZER_TENSORS, tensors)
         ckpt.atomic_write_json(tmp / OPTIMIZER_META, meta)
         ckpt.save_tensors(tmp / RNG_FILE, rng_state())
+        if averages is not None:
+            ckpt.save_tensors(tmp / AVERAGES_FILE, dict(averages))
         ckpt.atomic_write_json(tmp / STATE_FILE, dict(trainer_state))
         if final.exists():
             shutil.rmtree(final)
@@ -188,7 +194,8 @@ def _prune(folder: Path, keep: int, latest: str) -> None:
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint folder: ``weights``, ``optimizer`` (a state_dict), ``rng``, ``state``, ``config``.
+    """Read a checkpoint folder: ``weights``, ``optimizer`` (a state_dict), ``rng``, ``state``, ``config``
+    and ``averages`` (the weight averages, or ``None`` for a run without ``training.ema_decay``).
 
     A missing or corrupted file is a `CheckpointError` naming it.
     """
@@ -202,8 +209,9 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path / OPTIMIZER_TENSORS}: missing optimizer tensors {missing[:3]}")
     rng = ckpt.load_tensors(path / RNG_FILE)
     state = _read_json(path / STATE_FILE)
+    averages = ckpt.load_tensors(path / AVERAGES_FILE, device) if (path / AVERAGES_FILE).is_file() else None
     return {"config": config, "weights": weights, "optimizer": optimizer_from_safe(opt_tensors, meta),
-            "rng": rng, "state": state}
+            "rng": rng, "state": state, "averages": averages}
 
 
 def check_same_config(path: str | Path, checkpoint: Any, ours: Any) -> None:

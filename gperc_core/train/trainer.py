@@ -40,6 +40,7 @@ from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
 from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supported, resolve_device, to_device
 from gperc_core.train.loss import MaskedCrossEntropy
+from gperc_core.train.ema import WeightEMA
 from gperc_core.train.metrics import MetricAccumulator, append_jsonl
 from gperc_core.train.strategy import SingleProcess, StateView, Strategy, run_model
 
@@ -158,6 +159,7 @@ class Trainer:
         self.model = self.strategy.module
         self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
         self.optimizer = self._build_optimizer()
+        self.ema = WeightEMA(self.strategy.named_parameters(), self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.step = 0
@@ -258,6 +260,8 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             self.strategy.clip_grad_norm_(self.cfg.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         return float(loss)
 
@@ -274,7 +278,8 @@ class Trainer:
         return {"step": self.step, "epoch": self.step / max(1, self.steps_per_epoch), "total_steps": self.total_steps,
                 "train_time_s": self.train_time, "samples_seen": self.samples_seen, "task": self.task.name,
                 "training": self.cfg.to_dict(), "last_eval": self.last_eval, "best": self.best,
-                "bad_evals": self.bad_evals, "stopped_early": self.stopped_early, "splits": self.split_names}
+                "bad_evals": self.bad_evals, "stopped_early": self.stopped_early, "splits": self.split_names,
+                "ema_updates": self.ema.updates if self.ema is not None else None}
 
     def full_optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state_dict in the single-process layout (every process's part; a collective)."""
@@ -312,10 +317,11 @@ class Trainer:
             return runs.latest_checkpoint(self.out_dir) or self.out_dir
         weights = StateView(self.config, self.strategy.full_state_dict())
         optimizer = StateView(None, self.full_optimizer_state())
+        averages = self.strategy.gather_named(self.ema.state()) if self.ema is not None else None
         path = runs.checkpoints_dir(self.out_dir) / f"step-{self.step:08d}"
         if self.is_main:
             path = runs.write_checkpoint(self.out_dir, self.step, weights, optimizer, self.trainer_state(),
-                                         keep=self.cfg.keep_checkpoints)
+                                         keep=self.cfg.keep_checkpoints, averages=averages)
         self.strategy.barrier()
         return path
 
@@ -347,6 +353,11 @@ class Trainer:
         self._load_optimizer_state(data["optimizer"], path)
         runs.set_rng_state(data["rng"])
         state = data["state"]
+        if self.ema is not None:
+            if data.get("averages") is None:
+                raise CheckpointError(f"{path}: expected the weight averages of training.ema_decay="
+                                      f"{self.cfg.ema_decay}, got a checkpoint trained without them")
+            self.ema.load(data["averages"], int(state.get("ema_updates") or 0), str(path))
         self.step = int(state.get("step", 0))
         self.train_time = float(state.get("train_time_s", 0.0))
         self.samples_seen = int(state.get("samples_seen", 0))
@@ -426,16 +437,19 @@ class Trainer:
     def run_eval(self, epoch: float, patience: bool = True) -> dict[str, Any]:
         """Evaluate the validation split, log the metrics line (``split: "validation"``), keep it as
         ``last_eval`` and, when it is the best so far, as ``best`` with the weights in ``RUN/best/``
-        (else, with ``patience``, count it towards early stopping); returns it."""
-        metrics = self.evaluate()
-        record = {"split": "validation", "name": self.split_names["validation"], "step": self.step,
-                  "epoch": round(epoch, 4), **metrics, "train_time_s": round(self.train_time, 3)}
-        self.log(record)
-        self.last_eval = record
-        if self.is_better(record):
-            self.best, self.bad_evals = dict(record), 0
-            self.save_best()
-        elif patience:
+        (else, with ``patience``, count it towards early stopping); returns it. With ``training.ema_decay``
+        these are the averaged weights (`gperc_core.train.ema`)."""
+        with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+            metrics = self.evaluate()
+            record = {"split": "validation", "name": self.split_names["validation"], "step": self.step,
+                      "epoch": round(epoch, 4), **metrics, "train_time_s": round(self.train_time, 3)}
+            self.log(record)
+            self.last_eval = record
+            better = self.is_better(record)
+            if better:
+                self.best, self.bad_evals = dict(record), 0
+                self.save_best()
+        if not better and patience:
             self.bad_evals += 1
             patience = self.cfg.early_stopping_patience
             if patience is not None and self.bad_evals >= patience:
