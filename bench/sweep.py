@@ -83,12 +83,12 @@ def plan(spec: dict[str, Any]) -> list[tuple[dict[str, Any], str, list[str]]]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     """The ranking as a Markdown table (by validation; test last, for the record only)."""
-    lines = ["| rank | variant | task | overrides | validation (chosen) | runs | training time | samples/s | "
-             "test (not for choosing) |", "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| rank | variant | task | overrides | validation (chosen) | validation loss | runs | training time | "
+             "samples/s | test (not for choosing) |", "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for i, r in enumerate(results, 1):
         s = r["summary"]
         lines.append(f"| {i} | {r['name']} | {r['task']} | {' '.join(r['set']) or '(card)'} | "
-                     f"{f(s['validation_accuracy_mean'], 4)} | {s['n']}/{s['runs']} | {f(s['train_time_s_mean'], 0)} s | "
+                     f"{f(s['validation_accuracy_mean'], 4)} | {f(s.get('validation_loss_mean'), 4)} | {s['n']}/{s['runs']} | {f(s['train_time_s_mean'], 0)} s | "
                      f"{f(s['samples_per_s_mean'], 0)} | {f(s['accuracy_mean'], 4)} ± {f(s['accuracy_std'], 3)} |")
     return "\n".join(lines) + "\n"
 

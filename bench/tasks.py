@@ -104,6 +104,7 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
     record.update(status=status, steps=trainer.step, early_stopped=trainer.stopped_early,
                   test_samples=test.get("samples"), accuracy=test["accuracy"], loss=test["loss"],
                   perplexity=test.get("perplexity"), validation_accuracy=best.get("accuracy"),
+                  validation_loss=best.get("loss"), selected_on=trainer.metric,
                   best_step=best.get("step"), best_epoch=best.get("epoch"),
                   time_to_goal_s=time_to_goal(evals, card.goal), train_time_s=round(trainer.train_time, 1),
                   samples_per_s=round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1))
@@ -185,11 +186,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     goal = next((r.get("goal") for r in runs if r.get("goal")), None) or {}
     mean, std = _mean_std([r["accuracy"] for r in ok])
     val, _ = _mean_std([r["validation_accuracy"] for r in ok if isinstance(r.get("validation_accuracy"), (int, float))])
+    val_loss, _ = _mean_std([r["validation_loss"] for r in ok if isinstance(r.get("validation_loss"), (int, float))])
     reached = [r["time_to_goal_s"] for r in ok if isinstance(r.get("time_to_goal_s"), (int, float))]
     target = goal.get("accuracy")
     statuses = sorted({r.get("status", "-") for r in runs})
     return {
         "n": len(ok), "runs": len(runs), "accuracy_mean": mean, "accuracy_std": std, "validation_accuracy_mean": val,
+        "validation_loss_mean": val_loss,
         "goal": goal or None, "goal_met": (mean >= target) if (mean is not None and target is not None) else None,
         "time_to_goal_s": statistics.median(reached) if reached else None, "reached_goal": len(reached),
         "train_time_s_mean": _mean_std([r["train_time_s"] for r in ok if "train_time_s" in r])[0],

@@ -117,12 +117,28 @@ def test_splits_override_keeps_the_cards_other_entries():
     assert card.validation["splits"] == {"seq": "validation"}  # the card itself is unchanged
 
 
+def test_metric_override_and_split_override_keep_each_other():
+    from gperc_core.data.cards import apply_split_overrides
+
+    card = validate_card({"name": "blob/blobs", "modalities": ["blob"], "dataset": "blobs",
+                          "validation": {"split": "dev", "metric": "loss"}}, source="card.toml")
+    assert card.selection_metric == "loss"
+    assert apply_split_overrides(card, {"validation": {"split": "other"}}).validation == {"split": "other",
+                                                                                           "metric": "loss"}
+    new = apply_split_overrides(card, {"validation": {"metric": "accuracy"}})
+    assert new.validation == {"split": "dev", "metric": "accuracy"} and new.selection_metric == "accuracy"
+    assert validate_card({"name": "blob/blobs", "modalities": ["blob"], "dataset": "blobs"},
+                         source="card.toml").selection_metric == "accuracy"
+
+
 @pytest.mark.parametrize("table, message", [
     ({"validation": {"fraction": 1.5}}, r"validation\.fraction: expected a number in \(0, 1\), got 1\.5"),
     ({"validation": {"fraction": "x"}}, r"validation\.fraction: expected number, got str 'x'"),
     ({"validation": {"seed": -1}}, r"validation\.seed: expected an integer >= 0, got -1"),
     ({"validation": {"size": 3}},
-     r"validation\.size: unknown key \(expected one of \['fraction', 'seed', 'split', 'splits'\]\)"),
+     r"validation\.size: unknown key \(expected one of \['fraction', 'metric', 'seed', 'split', 'splits'\]\)"),
+    ({"validation": {"metric": "f1"}}, r"validation\.metric: expected one of \['accuracy', 'loss'\], got 'f1'"),
+    ({"validation": {"metric": 1}}, r"validation\.metric: expected string, got int 1"),
     ({"validation": {"splits": {"blob": "validation"}}}, r"validation\.splits: expected a paired multimodal task"),
     ({"validation": {"splits": "validation"}}, r"validation\.splits: expected table, got str 'validation'"),
     ({"validation": {"split": "train"}}, r"validation\.split: expected a split other than .* got 'train'"),
@@ -165,8 +181,9 @@ class Scripted:
     """Replace ``trainer.evaluate``: the validation split gets the scripted accuracies in turn (and the
     weights at each evaluation are kept), the test split is counted and sees the weights it is given."""
 
-    def __init__(self, trainer, accuracies):
+    def __init__(self, trainer, accuracies, losses=None):
         self.trainer, self.accuracies = trainer, list(accuracies)
+        self.losses = list(losses) if losses is not None else None
         self.weights, self.test_calls, self.test_weights = [], 0, None
         self.real = trainer.evaluate
         trainer.evaluate = self
@@ -176,6 +193,8 @@ class Scripted:
         metrics = self.real(data)
         if data is None or data is self.trainer.eval_data:
             self.weights.append(state)
+            if self.losses is not None:
+                metrics = {**metrics, "loss": self.losses.pop(0)}
             return {**metrics, "accuracy": self.accuracies.pop(0)}
         assert data is self.trainer.test_data
         self.test_calls += 1
@@ -209,6 +228,28 @@ def test_selection_on_validation_and_test_once_with_the_best_weights(pm, tmp_pat
 
     ck = runs.read_checkpoint(runs.latest_checkpoint(tmp_path))
     assert not same(ck["weights"], script.weights[1]) and ck["state"]["best"]["step"] == 2 * spe
+
+
+@pytest.mark.parametrize("metric, best_epoch", [("accuracy", 2), ("loss", 4)])
+def test_selection_metric_accuracy_or_loss(pm, tmp_path, metric, best_epoch):
+    overrides = {**FAST, "validation.metric": metric} if metric != "accuracy" else FAST
+    trainer = Trainer(create_task("blob/blobs", pm=pm, **overrides), tmp_path)
+    # accuracy ties at 0.9 go to the lower loss (epoch 2); the lowest loss is epoch 4's
+    script = Scripted(trainer, [0.9, 0.9, 0.7, 0.8, 0.9], losses=[0.5, 0.3, 0.6, 0.2, 0.3])
+    result = trainer.fit()
+    spe = trainer.steps_per_epoch
+    assert result["best_step"] == best_epoch * spe and script.test_calls == 1
+    assert same(script.test_weights, script.weights[best_epoch - 1])
+    test = result["test"]
+    assert test["selected_on"] == metric
+    assert (test["validation_accuracy"], test["validation_loss"]) == ([0.9, 0.9, 0.7, 0.8][best_epoch - 1],
+                                                                        [0.5, 0.3, 0.6, 0.2][best_epoch - 1])
+
+
+def test_selection_metric_loss_ties_go_to_the_higher_accuracy(pm, tmp_path):
+    trainer = Trainer(create_task("blob/blobs", pm=pm, **{**FAST, "validation.metric": "loss"}), tmp_path)
+    Scripted(trainer, [0.6, 0.8, 0.7, 0.5, 0.4], losses=[0.4, 0.2, 0.2, 0.3, 0.5])
+    assert trainer.fit()["best_step"] == 2 * trainer.steps_per_epoch
 
 
 def test_early_stopping_stops(pm, tmp_path):
@@ -248,7 +289,7 @@ def test_cli_says_which_split_it_reports(tmp_path, capsys, monkeypatch):
     assert main(["train", "blob/blobs", "--out", str(run), "--quiet", "--set", "training.max_train_samples=32",
                  "--set", "training.max_eval_samples=8", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "validation split 'validation': best accuracy=" in out and "test split 'test': accuracy=" in out
+    assert "validation split 'validation': best by accuracy: accuracy=" in out and "test split 'test': accuracy=" in out
     assert "(baseline 0.9000)" in out
     assert main(["eval", str(run), "--split", "validation"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("blob/blobs validation split 'validation':")

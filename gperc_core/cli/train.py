@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     baseline, goal, best = result["baseline"], result.get("goal") or {}, result.get("validation") or {}
     base = f" (baseline {baseline['accuracy']:.4f})" if "accuracy" in baseline else ""
     if "accuracy" in best:
-        print(f"{result['task']} validation split {result['validation_split']!r}: best accuracy={best['accuracy']:.4f} "
-              f"loss={best['loss']:.4f} at step {best['step']} (epoch {best['epoch']:g}): the weights reported"
+        on = ev.get("selected_on", "accuracy")
+        print(f"{result['task']} validation split {result['validation_split']!r}: best by {on}: "
+              f"accuracy={best['accuracy']:.4f} loss={best['loss']:.4f} at step {best['step']} (epoch {best['epoch']:g}): the weights reported"
               f"{', early stopping' if result.get('early_stopped') else ''}")
     met = ""
     if "accuracy" in goal:

@@ -26,12 +26,17 @@ SECTIONS = ("model", "training", "options", "fusion", "validation", "cross_valid
 """The override sections (``model.latent_dim``, ``training.lr``, ``options.image.num_bands``, ``fusion.dim``,
 ``validation.seed``, ``cross_validation.fold``)."""
 
-VALIDATION_KEYS = {"split": (str,), "fraction": (float, int), "seed": (int,), "splits": (dict,)}
+VALIDATION_KEYS = {"split": (str,), "fraction": (float, int), "seed": (int,), "splits": (dict,), "metric": (str,)}
 """The keys of a card's ``[validation]`` table: ``split`` (the dataset's own validation split) or
 ``fraction`` and ``seed`` (held out of the training split; stratified by label, per dataset for a paired
 multimodal task), and for a paired task ``splits``: modality -> the split of that modality's dataset
 whose samples are its validation part (e.g. ``{ audio = "validation" }``, a held-out voice) instead of
-a held-out fraction."""
+a held-out fraction; ``metric``: what the best weights are chosen on (`SELECTION_METRICS`)."""
+
+SELECTION_METRICS = {"accuracy": "max", "loss": "min"}
+"""Validation metrics the best weights can be chosen on (``validation.metric``), each with the direction
+that is better: accuracy (default; ties go to the lower loss) or the loss (ties go to the higher
+accuracy), which separates checkpoints a small or saturated validation split scores alike."""
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 """The part of the training split held out for validation when the card says nothing else."""
@@ -146,8 +151,9 @@ class TaskCard:
 
     @property
     def selection_metric(self) -> str:
-        """The validation metric the best checkpoint is chosen on (higher is better): ``accuracy``."""
-        return "accuracy"
+        """The validation metric the best checkpoint is chosen on: ``validation.metric``, by default
+        ``accuracy`` (one of `SELECTION_METRICS`)."""
+        return str(self.validation.get("metric", "accuracy"))
 
     @property
     def modality(self) -> str:
@@ -242,8 +248,11 @@ def check_validation(values: Mapping[str, Any], where: str = "validation", train
     """Check a ``[validation]`` table: ``split`` (a string other than the train and eval splits) or
     ``fraction`` in (0, 1) and ``seed`` >= 0, and ``splits`` (modality -> split name, other than the
     train and eval splits) only where ``modalities`` (the modalities of a paired task; ``None``: not
-    paired) has the modality; raise `TaskError` naming the key, the expected and the actual value."""
+    paired) has the modality, and ``metric`` among `SELECTION_METRICS`; raise `TaskError` naming the key,
+    the expected and the actual value."""
     _check_table(values, where, VALIDATION_KEYS)
+    if values.get("metric", "accuracy") not in SELECTION_METRICS:
+        raise TaskError(f"{where}.metric: expected one of {list(SELECTION_METRICS)}, got {values['metric']!r}")
     for modality, split in values.get("splits", {}).items():
         if modalities is None:
             raise TaskError(f"{where}.splits: expected a paired multimodal task (a [pairing] table); for a single "
@@ -316,7 +325,7 @@ def apply_split_overrides(card: TaskCard, overrides: Mapping[str, Mapping[str, A
         if "splits" in validation:  # one modality's entry leaves the others' as the card has them
             merged["splits"] = {**new.validation.get("splits", {}), **validation["splits"]}
         if "split" in validation:
-            merged = {"split": validation["split"]}
+            merged = {"split": validation["split"], **({"metric": merged["metric"]} if "metric" in merged else {})}
         elif {"fraction", "seed", "splits"} & set(validation):
             merged.pop("split", None)
         check_validation(merged, "override validation", new.train_split, new.eval_split,

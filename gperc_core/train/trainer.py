@@ -35,6 +35,7 @@ import torch
 
 from gperc_core.config.training import TrainingConfig
 from gperc_core.config.bounds import check_model_bounds
+from gperc_core.data.cards import SELECTION_METRICS
 from gperc_core.errors import CheckpointError
 from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
@@ -369,12 +370,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- model selection
     def is_better(self, record: Mapping[str, Any]) -> bool:
-        """True when validation ``record`` beats the best so far: a higher metric (accuracy), or the same
-        and a lower loss."""
+        """True when validation ``record`` beats the best so far on the card's ``validation.metric``: a
+        higher accuracy, or the same and a lower loss; with ``metric = "loss"`` a lower loss, or the same
+        and a higher accuracy."""
         if not self.best:
             return True
-        new, old = float(record[self.metric]), float(self.best[self.metric])
-        return new > old or (new == old and float(record["loss"]) < float(self.best["loss"]))
+        def score(r: Mapping[str, Any], name: str) -> float:  # higher is better
+            return float(r[name]) if SELECTION_METRICS[name] == "max" else -float(r[name])
+
+        tie = "loss" if self.metric == "accuracy" else "accuracy"
+        new, old = score(record, self.metric), score(self.best, self.metric)
+        return new > old or (new == old and score(record, tie) > score(self.best, tie))
 
     def save_best(self) -> Path:
         """Write the current weights as the best so far into ``RUN/best/`` (with ``validation.json``, the
@@ -410,7 +416,8 @@ class Trainer:
         record = {"split": "test", "name": self.split_names["test"], "step": self.step,
                   "epoch": round(self.step / max(1, self.steps_per_epoch), 4), **metrics,
                   "best_step": best.get("step"), "best_epoch": best.get("epoch"),
-                  f"validation_{self.metric}": best.get(self.metric), "train_time_s": round(self.train_time, 3)}
+                  "validation_accuracy": best.get("accuracy"), "validation_loss": best.get("loss"),
+                  "selected_on": self.metric, "train_time_s": round(self.train_time, 3)}
         self.log(record)
         self.save_model()
         self.model.load_state_dict(last)
