@@ -87,7 +87,7 @@ def build_unit(seed: int, name: str) -> Iterator[None]:
     else:
         place = torch.device("cpu" if materialise(_UNIT_PREFIX.get() + name) else "meta")
     with torch.random.fork_rng(devices=[]), place:
-        torch.manual_seed(unit_seed(seed, name))
+        torch.default_generator.manual_seed(unit_seed(seed, name))  # the CPU stream only: no CUDA RNG reseeded
         yield
 
 
