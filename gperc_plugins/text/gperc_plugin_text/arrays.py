@@ -28,7 +28,9 @@ class TextOptions:
     | "mlm"), ``mask_prob`` (default 0.15), ``mask_seed`` (int: the same masks for a text in every
     epoch; default none: conversion masks with seed 0, and training draws fresh masks every epoch
     through ``gperc_transform``, `remask`), ``bigrams`` (classification: the number of neighbouring-token
-    pairs with ids of their own, `BigramTokenizer`; default 0). ``tokenizer`` (the argument) is the tokenizer object
+    pairs with ids of their own, `BigramTokenizer`; default 0), ``token_dropout`` (classification: the
+    probability, in [0, 1), that training replaces a token by ``[MASK]``, drawn afresh every epoch through
+    ``gperc_transform``, `drop_tokens`; word dropout as a regulariser; default 0). ``tokenizer`` (the argument) is the tokenizer object
     the core passes to the hooks (``None``: none built yet). Bad values raise `TaskError` naming the
     option.
     """
@@ -60,6 +62,14 @@ class TextOptions:
         if self.mask_seed is not None:
             _int("mask_seed", self.mask_seed, 0)
         self.bigrams = _int("bigrams", options.get("bigrams", 0), 0)
+        self.token_dropout = options.get("token_dropout", 0.0)
+        if not isinstance(self.token_dropout, (int, float)) or isinstance(self.token_dropout, bool) \
+                or not 0.0 <= self.token_dropout < 1.0:
+            raise TaskError(f"{PLUGIN}: options['token_dropout']: expected a number in [0, 1), "
+                            f"got {self.token_dropout!r}")
+        if self.token_dropout and self.task == "mlm":
+            raise TaskError(f"{PLUGIN}: options['token_dropout']: expected 0 with task='mlm' (masking is "
+                            f"its objective: mask_prob), got {self.token_dropout!r}")
         if self.bigrams and self.task == "mlm":
             raise TaskError(f"{PLUGIN}: options['bigrams']: expected 0 with task='mlm' (a pair's id would give the "
                             f"masked token away), got {self.bigrams}")
@@ -140,6 +150,20 @@ def text_input_array(sample: Any, options: TextOptions) -> InputArray:
     target = torch.nn.functional.pad(labels, (0, pad), value=IGNORE)
     mask = torch.arange(options.max_len) < ids.shape[0]
     return InputArray(array=array, mask=mask, target=target)
+
+
+def drop_tokens(array: InputArray, options: TextOptions, generator: torch.Generator) -> InputArray | None:
+    """Return a classification sample (token ids ``[m]``) with each token other than EOS replaced by
+    ``[MASK]`` with probability ``token_dropout``, drawn from ``generator`` (the ``gperc_transform``
+    hook: fresh every epoch), or ``None`` when ``token_dropout`` is 0 (nothing to change)."""
+    if options.task == "mlm" or not options.token_dropout:
+        return None
+    tokenizer = options.tokenizer()
+    ids = torch.as_tensor(array.array)
+    eligible = ids != int(getattr(tokenizer, "eos_id", 2)) if options.add_eos else torch.ones_like(ids, dtype=torch.bool)
+    dropped = (torch.rand(ids.shape, generator=generator) < options.token_dropout) & eligible
+    return InputArray(array=torch.where(dropped, torch.full_like(ids, int(getattr(tokenizer, "mask_id", 3))), ids),
+                      mask=array.mask, target=array.target, output=array.output, position=array.position)
 
 
 def remask(array: InputArray, options: TextOptions, generator: torch.Generator) -> InputArray | None:

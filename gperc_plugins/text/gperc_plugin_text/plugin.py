@@ -31,6 +31,8 @@ OPTIONS = {
                       "pairs of the training corpus (0: off; max_len counts both kinds of id)"),
     "task": Option(str, "classification", "'classification' or 'mlm' (masked ids padded to max_len, labels per "
                    "position)", choices=TASKS),
+    "token_dropout": Option(float, 0.0, "classification: probability that training replaces a token by [MASK], "
+                            "drawn afresh every epoch (word dropout; 0: off)"),
     "mask_prob": Option(float, 0.15, "MLM: share of tokens masked (at least one per text)"),
     "mask_seed": Option(int, None, "MLM: fixed masks per text from this seed (default: fresh masks every training epoch)"),
     "root": Option(str, None, "folder of WordNet's data.noun / data.verb (default $GPERC_WORDNET, then "
@@ -115,12 +117,14 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any], token
 @hookimpl
 def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], tokenizer: Any,
                     generator: Any) -> InputArray | None:
-    """MLM: fresh masks for every epoch (unless ``mask_seed`` fixes them); nothing for classification."""
+    """MLM: fresh masks for every epoch (unless ``mask_seed`` fixes them); classification: fresh
+    ``token_dropout`` masks every epoch (nothing when it is 0)."""
     if modality != MODALITY:
         return None
-    from .arrays import remask
+    from .arrays import drop_tokens, remask
 
-    return remask(array, TextOptions(options, tokenizer), generator)
+    text = TextOptions(options, tokenizer)
+    return remask(array, text, generator) if text.task == "mlm" else drop_tokens(array, text, generator)
 
 
 @hookimpl

@@ -7,7 +7,7 @@ import torch
 
 from gperc_core import ConfigError, InputError, TaskError
 from gperc_plugin_text import BinaryConfig, BytesTokenizer, TextConfig
-from gperc_plugin_text.arrays import IGNORE, TextOptions, text_input_array, token_ids
+from gperc_plugin_text.arrays import IGNORE, TextOptions, drop_tokens, text_input_array, token_ids
 
 
 def _opts(**kw):
@@ -47,7 +47,9 @@ def test_text_that_tokenises_to_nothing(tiny_tokenizer):
 @pytest.mark.parametrize("options, name", [
     ({"tokenizer": "wordpiece"}, "tokenizer"), ({"tokenizer": BytesTokenizer()}, "tokenizer"), ({"max_len": 1}, "max_len"),
     ({"task": "translation"}, "task"), ({"mask_prob": 1.5}, "mask_prob"), ({"mask_seed": -1}, "mask_seed"),
-    ({"add_eos": "yes"}, "add_eos"), ({"vocab_size": "big"}, "vocab_size"),
+    ({"add_eos": "yes"}, "add_eos"), ({"vocab_size": "big"}, "vocab_size"), ({"token_dropout": 1.0}, "token_dropout"),
+    ({"token_dropout": -0.1}, "token_dropout"), ({"token_dropout": True}, "token_dropout"),
+    ({"token_dropout": 0.1, "task": "mlm"}, "token_dropout"),
 ])
 def test_bad_options_are_task_errors(options, name):
     with pytest.raises(TaskError, match=rf"gperc-plugin-text: options\['{name}'\]"):
@@ -116,3 +118,27 @@ def test_binary_config_keeps_gperc_arithmetic():
 def test_config_errors(make, name):
     with pytest.raises(ConfigError, match=name):
         make()
+
+
+def test_token_dropout_masks_about_its_share_afresh_per_generator_and_never_eos(tiny_tokenizer):
+    options = TextOptions({"token_dropout": 0.2}, tiny_tokenizer)
+    sample = text_input_array("a piece of furniture having a smooth flat top supported by legs", options)
+    ids, n = sample.array, sample.array.shape[0]
+    dropped = total = 0
+    draws = []
+    for seed in range(60):
+        out = drop_tokens(sample, options, torch.Generator().manual_seed(seed))
+        chosen = out.array != ids
+        assert out.array.shape == ids.shape and (out.array[chosen] == tiny_tokenizer.mask_id).all()
+        assert out.array[-1] == tiny_tokenizer.eos_id                      # EOS is never dropped
+        dropped, total = dropped + int(chosen.sum()), total + n - 1
+        draws.append(out.array)
+    assert 0.12 < dropped / total < 0.28
+    assert len({tuple(d.tolist()) for d in draws}) > 30                 # fresh masks for fresh generators
+    again = drop_tokens(sample, options, torch.Generator().manual_seed(0))
+    assert torch.equal(again.array, draws[0])                           # and the same for the same generator
+
+
+def test_token_dropout_off_changes_nothing(tiny_tokenizer):
+    sample = text_input_array("a smooth flat top", TextOptions({}, tiny_tokenizer))
+    assert drop_tokens(sample, TextOptions({}, tiny_tokenizer), torch.Generator().manual_seed(0)) is None

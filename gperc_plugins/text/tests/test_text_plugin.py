@@ -198,3 +198,15 @@ def test_bigram_option_through_the_hooks(pm, tmp_path, tiny_corpus):
         pm.hook.gperc_tokenizer(modality="text", options=options, corpus=None)
     with pytest.raises(TaskError, match=r"options\['bigrams'\]: expected an integer >= 0, got -1"):
         pm.hook.gperc_input_array(modality="text", sample="a", options={"bigrams": -1}, tokenizer=tok)
+
+
+def test_token_dropout_through_the_transform_hook(pm, tiny_tokenizer):
+    options = {"token_dropout": 0.5}
+    sample = pm.hook.gperc_input_array(modality="text", sample="a smooth flat top supported by legs",
+                                       options=options, tokenizer=tiny_tokenizer)
+    out = pm.hook.gperc_transform(modality="text", array=sample, options=options, tokenizer=tiny_tokenizer,
+                                  generator=torch.Generator().manual_seed(0), epoch=0, index=0)
+    changed = out.array != sample.array
+    assert changed.any() and (out.array[changed] == tiny_tokenizer.mask_id).all()
+    assert pm.hook.gperc_transform(modality="text", array=sample, options={}, tokenizer=tiny_tokenizer,
+                                   generator=torch.Generator().manual_seed(0), epoch=0, index=0) is None
