@@ -30,9 +30,9 @@ class TextOptions:
     through ``gperc_transform``, `remask`), ``bigrams`` (classification: the number of neighbouring-token
     pairs with ids of their own, `BigramTokenizer`; default 0), ``token_dropout`` (classification: the
     probability, in [0, 1), that training replaces a token by ``[MASK]``, drawn afresh every epoch through
-    ``gperc_transform``, `drop_tokens`; word dropout as a regulariser; default 0). ``tokenizer`` (the argument) is the tokenizer object
-    the core passes to the hooks (``None``: none built yet). Bad values raise `TaskError` naming the
-    option.
+    ``gperc_transform``, `drop_tokens`; word dropout as a regulariser; default 0). ``tokenizer`` (the
+    argument) is the tokenizer object the core passes to the hooks (``None``: none built yet). Bad values
+    raise `TaskError` naming the option.
     """
 
     def __init__(self, options: Mapping[str, Any] | None, tokenizer: Any = None) -> None:
@@ -160,9 +160,12 @@ def drop_tokens(array: InputArray, options: TextOptions, generator: torch.Genera
         return None
     tokenizer = options.tokenizer()
     ids = torch.as_tensor(array.array)
-    eligible = ids != int(getattr(tokenizer, "eos_id", 2)) if options.add_eos else torch.ones_like(ids, dtype=torch.bool)
+    eligible = torch.ones_like(ids, dtype=torch.bool)
+    if options.add_eos:
+        eligible = ids != int(getattr(tokenizer, "eos_id", 2))
     dropped = (torch.rand(ids.shape, generator=generator) < options.token_dropout) & eligible
-    return InputArray(array=torch.where(dropped, torch.full_like(ids, int(getattr(tokenizer, "mask_id", 3))), ids),
+    masked = torch.where(dropped, torch.full_like(ids, int(getattr(tokenizer, "mask_id", 3))), ids)
+    return InputArray(array=masked,
                       mask=array.mask, target=array.target, output=array.output, position=array.position)
 
 
