@@ -18,6 +18,13 @@ the same results by bench/update_readme.py).
     .venv/bin/python bench/tasks.py graph/mutag --folds 3        # folds 0..2 of the card's 10
     .venv/bin/python bench/tasks.py --limit-min 30 image/fashion-mnist
     .venv/bin/python bench/tasks.py --table                      # only rewrite bench/tasks.md
+    .venv/bin/python bench/tasks.py text/wordnet-supersense --resume  # after an interruption
+
+Every run writes its record to ``result.json`` in its run folder. With ``--resume`` a run whose folder
+already holds a finished record of the same card and overrides is reused, and an interrupted one (a
+checkpoint, no record) continues from its latest checkpoint (``gperc train --resume``'s code path:
+training time and samples/s count both parts; the record says ``resumed_from_step``); without it
+every run starts afresh.
 """
 
 from __future__ import annotations
@@ -72,17 +79,40 @@ def time_to_goal(records: list[dict[str, Any]], goal: dict[str, Any] | None) -> 
     return None
 
 
-def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Path) -> int:
-    """Train one run (in this process) and write its result JSON to ``result_path``."""
+RESULT_FILE = "result.json"
+
+
+def same_run(recorded: dict[str, Any], task_record: dict[str, Any]) -> str | None:
+    """``None`` when a run folder's ``task.json`` (``recorded``) is of the same card and overrides as
+    ``task_record`` (the record of the task about to run), else what differs."""
+    now = json.loads(json.dumps(task_record))  # tuples -> lists, as in the file
+    for key in ("task", "card", "overrides"):
+        if recorded.get(key) != now.get(key):
+            return key
+    return None
+
+
+def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Path, resume: bool = False) -> int:
+    """Train one run (in this process; with ``resume`` continue the run in ``out_dir`` from its latest
+    checkpoint) and write its result JSON to ``result_path`` and ``out_dir/result.json``."""
     import torch
 
     from gperc_core.data.tasks import create_task, parse_assignments
+    from gperc_core.io.runs import read_task_file
     from gperc_core.train.metrics import read_jsonl
     from gperc_core.train.trainer import Trainer
 
     t0 = time.perf_counter()
     task = create_task(task_name, **{"training.progress": False, **parse_assignments(overrides)})
     trainer = Trainer(task, out_dir)
+    resumed_from = None
+    if resume:
+        differs = same_run(read_task_file(out_dir), task.record())
+        if differs is not None:
+            print(f"--resume: expected {out_dir} to hold a run of the same {differs} as {task_name} with "
+                  f"{overrides}, got another; run without --resume to start afresh", file=sys.stderr)
+            return 3
+        resumed_from = trainer.load_checkpoint()
     data_s = time.perf_counter() - t0
     card = task.card
     record: dict[str, Any] = {
@@ -93,9 +123,12 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
         "data_s": round(data_s, 1), "overrides": overrides, "baseline": card.baseline or None, "goal": card.goal or None,
         "cross_validation": card.cross_validation or None, "seed": task.training.seed}
     status = "done"
+    tested = [r for r in read_jsonl(out_dir / "metrics.jsonl") if r.get("split") == "test"
+              and r.get("step") == trainer.step] if resumed_from is not None else []
+    finished = trainer.step >= trainer.total_steps or trainer.stopped_early
     try:
-        result = trainer.fit()
-        test = result["test"]
+        # a finished run (its record lost) is not trained or tested again: its test record stands
+        test = tested[-1] if (finished and tested) else trainer.fit()["test"]
     except KeyboardInterrupt:
         status = "time limit"
         test = trainer.run_test()  # the best weights so far, on the test split, once
@@ -107,22 +140,41 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
                   validation_loss=best.get("loss"), selected_on=trainer.metric,
                   best_step=best.get("step"), best_epoch=best.get("epoch"),
                   time_to_goal_s=time_to_goal(evals, card.goal), train_time_s=round(trainer.train_time, 1),
-                  samples_per_s=round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1))
+                  samples_per_s=round(trainer.samples_seen / max(trainer.train_time, 1e-9), 1),
+                  resumed_from_step=resumed_from)
     result_path.write_text(json.dumps(record, indent=2))
     return 0
 
 
+def finished_record(out_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The record in ``out_dir/result.json`` when it is of a finished run with ``overrides``, else ``None``."""
+    path = out_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("status") == "done" and record.get("overrides") == overrides else None
+
+
 def run_one(task_name: str, label: str, limit_s: float, overrides: list[str], threads: int,
-            runs_dir: Path = BENCH / "runs") -> dict[str, Any]:
+            runs_dir: Path = BENCH / "runs", resume: bool = False) -> dict[str, Any]:
     """Train one run of ``task_name`` in a child process with a wall-clock limit into
-    ``runs_dir/<task>/<label>``; returns its record."""
+    ``runs_dir/<task>/<label>``; returns its record. With ``resume`` a finished record there (same
+    overrides) is returned as it is, and a folder with a checkpoint is continued."""
+    from gperc_core.io.runs import is_run_dir, latest_checkpoint
+
     out_dir = runs_dir / task_name.replace("/", "-") / label
-    shutil.rmtree(out_dir, ignore_errors=True)
+    if resume:
+        done = finished_record(out_dir, overrides)
+        if done is not None:
+            return {**done, "reused": True}
+    cont = resume and is_run_dir(out_dir) and latest_checkpoint(out_dir) is not None
+    if not cont:
+        shutil.rmtree(out_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result_path = Path(tmp) / "result.json"
+        result_path = Path(tmp) / RESULT_FILE
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", task_name, "--out", str(out_dir),
-               "--result", str(result_path)] + [a for o in overrides for a in ("--set", o)]
+               "--result", str(result_path)] + [a for o in overrides for a in ("--set", o)] + (["--resume"] if cont else [])
         start = time.time()
         load_start = os.getloadavg()
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
@@ -143,6 +195,8 @@ def run_one(task_name: str, label: str, limit_s: float, overrides: list[str], th
     record.update(run=label, wall_s=round(wall, 1), load_average_start=[round(x, 2) for x in load_start],
                   load_average_end=[round(x, 2) for x in os.getloadavg()], run_dir=str(out_dir.relative_to(ROOT) if out_dir.is_relative_to(ROOT) else out_dir),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if out_dir.is_dir():
+        (out_dir / RESULT_FILE).write_text(json.dumps(record, indent=2))
     return record
 
 
@@ -303,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="only rewrite bench/tasks.md from results.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs in the runs folder (same card and overrides) and continue interrupted ones")
     p.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.out, args.overrides, args.result)
+        return worker(args.worker, args.out, args.overrides, args.result, resume=args.resume)
     if args.seeds < 1 or (args.folds is not None and args.folds < 1):
         print(f"--seeds / --folds: expected integers >= 1, got {args.seeds} / {args.folds}", file=sys.stderr)
         return 2
@@ -328,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for label, extra in plan:
                 print(f"== {name} {label} (limit {args.limit_min:g} min)", flush=True)
-                record = run_one(name, label, args.limit_min * 60, [*extra, *args.overrides], threads, args.runs_dir)
+                record = run_one(name, label, args.limit_min * 60, [*extra, *args.overrides], threads, args.runs_dir,
+                                 resume=args.resume)
                 record["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
                 runs.append(record)
                 print(f"   {record.get('status')}: test accuracy {record.get('accuracy')} (validation "

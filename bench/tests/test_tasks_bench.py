@@ -73,3 +73,35 @@ def test_tiny_cross_validated_run(tmp_path):
     assert entry["command"] == ".venv/bin/python bench/tasks.py graph/karate --folds 2 --limit-min 3 --threads 1 --set training.epochs=2"
     table = md.read_text()
     assert "| graph/karate | " in table and "(2 folds)" in table and entry["command"] in table
+
+
+def test_resume_continues_an_interrupted_run_and_reuses_finished_ones(tmp_path):
+    """--resume: a run stopped at step 1 of 2 continues from its checkpoint; a finished one is reused as
+    it is; a folder of other overrides is refused rather than continued."""
+    from gperc_core.data.tasks import create_task, parse_assignments
+    from gperc_core.train.trainer import Trainer
+
+    results, md, runs_dir = tmp_path / "results.json", tmp_path / "tasks.md", tmp_path / "runs"
+    base = ["graph/karate", "--folds", "1", "--threads", "1", "--limit-min", "3",
+            "--results", str(results), "--markdown", str(md), "--runs-dir", str(runs_dir)]
+    overrides = ["cross_validation.fold=0", "training.epochs=2"]
+    out_dir = runs_dir / "graph-karate" / "fold-0"
+    task = create_task("graph/karate", **{"training.progress": False, **parse_assignments(overrides)})
+    Trainer(task, out_dir).fit(max_steps=1)  # as if stopped after the first of two epochs
+
+    def only_run() -> dict:
+        return json.loads(results.read_text())["tasks"]["graph/karate"]["runs"][0]
+
+    assert tasks.main([*base, "--set", "training.epochs=2", "--resume"]) == 0
+    run = only_run()
+    assert run["status"] == "done" and run["resumed_from_step"] == 1 and run["steps"] == 2
+    assert json.loads((out_dir / "result.json").read_text())["steps"] == 2
+
+    assert tasks.main([*base, "--set", "training.epochs=2", "--resume"]) == 0
+    again = only_run()
+    assert again["reused"] is True and again["accuracy"] == run["accuracy"] and again["date"] == run["date"]
+
+    assert tasks.main([*base, "--set", "training.epochs=3", "--resume"]) == 0
+    assert only_run()["status"] == "failed (exit 3)"
+    assert tasks.main([*base, "--set", "training.epochs=3"]) == 0  # without --resume: afresh
+    assert only_run()["status"] == "done" and only_run()["steps"] == 3 and only_run()["resumed_from_step"] is None
