@@ -78,11 +78,13 @@ def test_pt2_runs_like_gperc(tmp_path):
     assert _worst(model, exported, config, (24, 6)) < TOL
 
 
-def test_fused_model_exports_with_one_input_per_modality(tmp_path):
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_fused_model_exports_with_one_input_per_modality(tmp_path, ensemble):
+    """The exported graph is the evaluation-mode model: with ``modality_ensemble`` its three passes."""
     base = PerceiverConfig(**{**BASE, "input_len": 1})
     config = fused_config(base, {"image": {"input_len": 10, "input_dim": 3, "input_type": "raw"},
                                  "text": {"input_len": 6, "input_dim": 1, "input_type": "tokens",
-                                          "input_num_tokens": 30}}, modality_dropout=0.3)
+                                          "input_num_tokens": 30}}, modality_dropout=0.3, modality_ensemble=ensemble)
     model = model_for_config(config).eval()
     exported = ExportedModel(export_model(model, tmp_path / "fused.onnx"))
     assert input_names(config) == exported.inputs == ["input_array.image", "attention_mask.image",

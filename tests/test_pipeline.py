@@ -300,3 +300,9 @@ def test_build_pipeline_needs_a_process_group():
         build_pipeline(tiny_config())
     with pytest.raises(ConfigError, match="refused"):
         build_pipeline(tiny_config(), schedule="dualpipev")
+    from gperc_core.model.fusion import fused_config
+
+    ensemble = fused_config(tiny_config(), {"a": {"input_len": 3, "input_dim": 4}, "b": {"input_len": 2, "input_dim": 4}},
+                            modality_ensemble=True)
+    with pytest.raises(ConfigError, match="modality_ensemble: expected false in a pipeline"):
+        build_pipeline(ensemble)

@@ -179,6 +179,49 @@ def test_modality_dropout_hides_one_modality_in_training_only():
         ModalityFusion(config.replace(modality_dropout={"c": 0.5}))
 
 
+def test_modality_ensemble_averages_the_log_probabilities_of_each_subset_in_evaluation_only():
+    config = fused_config({"latent_dim": 8, "latent_len": 2, "num_heads": 2, "output_dim": 8, "n_classes": 3,
+                           "dropout": 0.0},
+                          {"a": {"input_len": 3, "input_dim": 4, "input_type": "raw"},
+                           "b": {"input_len": 2, "input_dim": 5, "input_type": "tokens", "input_num_tokens": 7}},
+                          modality_dropout=0.5, modality_ensemble=True)
+    torch.manual_seed(0)
+    model = ModalityFusion(config).eval()
+    x = {"a": torch.randn(6, 3, 4), "b": torch.randint(0, 7, (6, 2))}
+    mask = {"a": torch.tensor([[True, True, False]] * 6), "b": None}
+    plain = ModalityFusion(config.replace(modality_ensemble=False))
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    full = plain(x, mask)
+    only_a = plain.perceiver(*plain.fuse(x, mask, only="a"))
+    only_b = plain.perceiver(*plain.fuse(x, mask, only="b"))
+    # a subset pass masks the other modality out whole: b alone equals b with a hidden through its mask
+    hide_a = {"a": torch.zeros(6, 3, dtype=torch.bool), "b": None}
+    torch.testing.assert_close(only_b, plain(x, hide_a))
+    expected = sum(torch.log_softmax(t, -1) for t in (full, only_a, only_b)) / 3
+    out = model(x, mask)
+    torch.testing.assert_close(out, expected)
+    logits, attentions = model(x, mask, return_attentions=True)
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(attentions, plain(x, mask, return_attentions=True)[1])  # the full pass's
+    # training is one pass with modality dropout, as without the ensemble
+    torch.manual_seed(1)
+    trained = model.train()(x, mask)
+    torch.manual_seed(1)
+    torch.testing.assert_close(trained, plain.train()(x, mask))
+
+
+def test_modality_ensemble_is_checked_and_set_from_a_card(pm):
+    with pytest.raises(ConfigError, match="modality_ensemble: expected true or false, got 'yes'"):
+        fused_config({"latent_dim": 8}, {"a": {"input_len": 3, "input_dim": 4}, "b": {"input_len": 2, "input_dim": 4}},
+                     modality_ensemble="yes")
+    with pytest.raises(ConfigError, match="modality_ensemble: expected a fused model of at least two modalities"):
+        fused_config({"latent_dim": 8}, {"a": {"input_len": 3, "input_dim": 4}}, modality_ensemble=True)
+    task = create_task("multi/blob-seq", pm=pm, **{"fusion.modality_ensemble": True})
+    assert task.config.modality_ensemble is True
+    assert create_task("multi/blob-seq", pm=pm).config.modality_ensemble is False
+
+
 def test_fused_model_saves_and_loads(pm, tmp_path):
     task = create_task("multi/blob-seq", pm=pm)
     model = task.build_model().eval()

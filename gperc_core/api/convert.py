@@ -16,7 +16,7 @@ from gperc_core.errors import CheckpointError, TaskError
 
 __all__ = ["convert", "check_init_config", "initialise", "INIT_IGNORED_FIELDS"]
 
-INIT_IGNORED_FIELDS = frozenset({"seed", "dropout", "modality_dropout"})
+INIT_IGNORED_FIELDS = frozenset({"seed", "dropout", "modality_dropout", "modality_ensemble"})
 """Config fields that may differ between a task and its ``training.init`` folder (no weight depends on them)."""
 
 

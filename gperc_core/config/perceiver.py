@@ -75,6 +75,8 @@ _DEFAULTS: dict[str, Any] = {
     # input_type, input_num_tokens}, and the probability that training hides a modality of a sample
     "fusion": None,
     "modality_dropout": 0.0,
+    # evaluation averages the log-probabilities given all modalities and given each one alone
+    "modality_ensemble": False,
     # what a `transformers` Perceiver needs (gperc_core.interop.transformers); the defaults are gperc's model
     "cross_qk_channels": None,
     "cross_v_channels": None,
@@ -496,12 +498,18 @@ class PerceiverConfig:
                                   f"{self.output_dim}, n_classes={self.num_classes}")
 
     def _validate_fusion(self) -> None:
-        """Check the types of ``fusion`` and ``modality_dropout`` (`gperc_core.model.fusion.fusion_spec`
-        checks each modality's entry)."""
+        """Check the types of ``fusion``, ``modality_dropout`` and ``modality_ensemble``
+        (`gperc_core.model.fusion.fusion_spec` checks each modality's entry)."""
         fusion = self.fusion
         if fusion is not None and (not isinstance(fusion, Mapping) or not fusion):
             raise ConfigError(f"fusion: expected None or a table modality -> {{input_len, input_dim, input_type, "
                               f"input_num_tokens}}, got {fusion!r}")
+        ensemble = self.modality_ensemble
+        if not isinstance(ensemble, bool):
+            raise ConfigError(f"modality_ensemble: expected true or false, got {ensemble!r}")
+        if ensemble and (fusion is None or len(fusion) < 2):
+            raise ConfigError(f"modality_ensemble: expected a fused model of at least two modalities, got fusion "
+                              f"{list(fusion) if isinstance(fusion, Mapping) else fusion!r}")
         dropout = self.modality_dropout
         values = dropout.items() if isinstance(dropout, Mapping) else [("", dropout)]
         for modality, p in values:

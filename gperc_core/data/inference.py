@@ -72,7 +72,8 @@ def infer_config(data: TaskDatasets, model: Mapping[str, Any], fusion: Mapping[s
         values.setdefault("output_dim", values.get("latent_dim", PerceiverConfig().latent_dim))
         fusion = {**card.fusion, **fusion}
         config = _build(lambda: fused_config(values, per_modality, fusion.get("dim"),
-                                             fusion.get("modality_dropout", 0.0)))
+                                             fusion.get("modality_dropout", 0.0),
+                                             fusion.get("modality_ensemble", False)))
     else:
         values = {**per_modality[card.modalities[0]], **inferred, **explicit}
         values.setdefault("output_dim", values.get("latent_dim", PerceiverConfig().latent_dim))

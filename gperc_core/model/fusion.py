@@ -29,7 +29,7 @@ from gperc_core.errors import ConfigError, InputError, describe
 from gperc_core.model.perceiver import Materialise, Perceiver, build_unit, materialising, unit_prefix
 
 _SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
-FUSION_KEYS = ("dim", "modality_dropout")
+FUSION_KEYS = ("dim", "modality_dropout", "modality_ensemble")
 """The settings of a task card's ``[fusion]`` table (and of ``fusion.<key>`` overrides)."""
 
 
@@ -70,11 +70,13 @@ def fusion_spec(config: PerceiverConfig) -> dict[str, dict[str, Any]]:
 
 
 def fused_config(base: PerceiverConfig | Mapping[str, Any], modalities: Mapping[str, Mapping[str, Any]],
-                 dim: int | None = None, modality_dropout: float | Mapping[str, float] = 0.0) -> PerceiverConfig:
+                 dim: int | None = None, modality_dropout: float | Mapping[str, float] = 0.0,
+                 modality_ensemble: bool = False) -> PerceiverConfig:
     """Return the config of a `ModalityFusion` over ``modalities`` (modality -> input description):
-    ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw, and
+    ``input_dim`` = ``dim`` (default ``latent_dim``), ``input_len`` = the sum, ``input_type`` raw,
     ``modality_dropout`` (the probability that training hides a modality of a sample: one number for
-    every modality, or a table modality -> probability)."""
+    every modality, or a table modality -> probability) and ``modality_ensemble`` (evaluation averages
+    the log-probabilities given all modalities and given each one alone)."""
     values = base.to_dict() if isinstance(base, PerceiverConfig) else dict(base)
     if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
         raise ConfigError(f"fusion.dim: expected a positive integer, got {dim!r}")
@@ -82,7 +84,8 @@ def fused_config(base: PerceiverConfig | Mapping[str, Any], modalities: Mapping[
     spec = {m: {k: e.get(k) for k in _SPEC_KEYS} for m, e in modalities.items()}
     values.update(fusion=spec, input_dim=width, input_len=sum(int(e["input_len"]) for e in spec.values()),
                   input_type="raw", input_num_tokens=None, input_pos_shape=None,
-                  modality_dropout=dict(modality_dropout) if isinstance(modality_dropout, Mapping) else modality_dropout)
+                  modality_dropout=dict(modality_dropout) if isinstance(modality_dropout, Mapping) else modality_dropout,
+                  modality_ensemble=modality_ensemble)
     if values.get("input_pos_enc") == "fourier":
         values["input_pos_enc"] = "trainable"
     return PerceiverConfig(**values)
@@ -116,14 +119,18 @@ class ModalityFusion(nn.Module):
             self.perceiver = Perceiver(config)
 
     def fuse(self, input_array: Mapping[str, torch.Tensor],
-             attention_mask: Mapping[str, torch.Tensor | None] | None = None
+             attention_mask: Mapping[str, torch.Tensor | None] | None = None, only: str | None = None
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return the fused ``[b, sum m_i, d]`` array and its ``[b, sum m_i]`` mask (``None`` if no modality has one)."""
+        """Return the fused ``[b, sum m_i, d]`` array and its ``[b, sum m_i]`` mask (``None`` if no modality
+        has one); with ``only`` (a modality) every other modality is masked out."""
         self._check(input_array, attention_mask)
         masks = dict(attention_mask or {})
         parts, mask_parts = [], []
         first = input_array[self.modalities[0]]
-        keep = self._modality_keep(first.shape[0], first.device)
+        if only is None:
+            keep = self._modality_keep(first.shape[0], first.device)
+        else:
+            keep = torch.tensor([m == only for m in self.modalities], device=first.device).expand(first.shape[0], -1)
         any_mask = keep is not None or any(masks.get(m) is not None for m in self.modalities)
         for k, modality in enumerate(self.modalities):
             x = input_array[modality]
@@ -186,11 +193,25 @@ class ModalityFusion(nn.Module):
                 output_array: torch.Tensor | None = None, return_attentions: bool = False):
         """Fuse and run the `Perceiver`. In a pipeline stage without the projections (see
         `gperc_core.parallel.pipeline.cut_stage`) ``input_array`` is the previous stage's latents and
-        goes straight to the perceiver stage."""
+        goes straight to the perceiver stage.
+
+        With ``modality_ensemble`` in evaluation mode the output is the mean of the log-probabilities
+        (log-softmax over the last axis, in float32) of the model given all modalities and given each
+        modality alone (the others masked out, as ``modality_dropout`` hides them in training); the
+        attentions returned are those of the pass given all modalities."""
         if self.projections is None:
             return self.perceiver(input_array, attention_mask, output_array, return_attentions)
         fused, mask = self.fuse(input_array, attention_mask)
-        return self.perceiver(fused, mask, output_array, return_attentions)
+        out = self.perceiver(fused, mask, output_array, return_attentions)
+        if self.training or not self.config.get("modality_ensemble", False):
+            return out
+        logits, attentions = out if return_attentions else (out, None)
+        total = torch.log_softmax(logits.float(), dim=-1)
+        for modality in self.modalities:
+            fused, mask = self.fuse(input_array, attention_mask, only=modality)
+            total = total + torch.log_softmax(self.perceiver(fused, mask, output_array).float(), dim=-1)
+        mean = total / (len(self.modalities) + 1)
+        return (mean, attentions) if return_attentions else mean
 
     # The same utilities as a Perceiver (they only use the module's parameters and ``config``).
     num_parameters = Perceiver.num_parameters

@@ -670,6 +670,9 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     if not isinstance(config, PerceiverConfig):
         raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
     config.validate()
+    if config.get("modality_ensemble"):
+        raise ConfigError("modality_ensemble: expected false in a pipeline (its stages run one pass of the "
+                          "model; the ensemble needs one per modality), got true; set fusion.modality_ensemble=false")
     name = normalise_schedule(schedule)
     if not dist.is_available() or not dist.is_initialized():
         raise ConfigError("build_pipeline: expected an initialised torch.distributed process group, got none "
