@@ -187,7 +187,19 @@ def _fused_case(build_pipeline):
             "grad_diff": max((grads[k] - ref_grads[k]).abs().max().item() for k in grads),
             "grad_keys": sorted(grads), "ref_keys": sorted(ref_grads),
             "missing_here": sorted(k for k in ref_grads if k in dict(handle.named_parameters()) and k not in grads),
-            "logit_diff": (handle.predict(x, mask) - reference(x, mask).detach()).abs().max().item()}
+            "logit_diff": (handle.predict(x, mask) - reference(x, mask).detach()).abs().max().item(),
+            "ensemble_diff": _fused_ensemble_diff(build_pipeline, config, x, mask)}
+
+
+def _fused_ensemble_diff(build_pipeline, config, x, mask) -> float:
+    """How far a pipeline's prediction with ``modality_ensemble`` is from the single-process model's in
+    evaluation (the mean log-probabilities given both modalities and each alone)."""
+    from gperc_core.model.fusion import ModalityFusion
+
+    ensemble = config.replace(modality_ensemble=True)
+    reference = ModalityFusion(ensemble).eval()
+    handle = build_pipeline(ensemble, schedule="1f1b", microbatches=2)
+    return (handle.predict(x, mask) - reference(x, mask).detach()).abs().max().item()
 
 
 def _equivalence_worker(ctx, cases):
@@ -258,6 +270,8 @@ def test_pipelined_loss_and_gradients_equal_single_process(equivalence_reports, 
         assert r["loss_diff"] < ATOL, f"rank {rank}: loss differs by {r['loss_diff']}"
         assert r["grad_diff"] < ATOL, f"rank {rank}: a gradient differs by {r['grad_diff']}"
         assert r["logit_diff"] < ATOL, f"rank {rank}: predicted logits differ by {r['logit_diff']}"
+        if case.startswith("fused"):
+            assert r["ensemble_diff"] < ATOL, f"rank {rank}: the modality ensemble differs by {r['ensemble_diff']}"
         assert not r["missing_here"], f"rank {rank}: parameters without gradient {r['missing_here']}"
     covered = set().union(*(r["grad_keys"] for r in per_rank))
     assert covered == set(per_rank[0]["ref_keys"])
@@ -300,9 +314,4 @@ def test_build_pipeline_needs_a_process_group():
         build_pipeline(tiny_config())
     with pytest.raises(ConfigError, match="refused"):
         build_pipeline(tiny_config(), schedule="dualpipev")
-    from gperc_core.model.fusion import fused_config
 
-    ensemble = fused_config(tiny_config(), {"a": {"input_len": 3, "input_dim": 4}, "b": {"input_len": 2, "input_dim": 4}},
-                            modality_ensemble=True)
-    with pytest.raises(ConfigError, match="modality_ensemble: expected false in a pipeline"):
-        build_pipeline(ensemble)

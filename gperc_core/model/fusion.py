@@ -117,6 +117,8 @@ class ModalityFusion(nn.Module):
             self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), width) * config.pos_init_std)
         with unit_prefix("perceiver."):
             self.perceiver = Perceiver(config)
+        self.ensemble = bool(config.get("modality_ensemble", False))
+        """Whether evaluation runs the modality ensemble (``modality_ensemble``; off in a pipeline stage)."""
 
     def fuse(self, input_array: Mapping[str, torch.Tensor],
              attention_mask: Mapping[str, torch.Tensor | None] | None = None, only: str | None = None
@@ -203,20 +205,41 @@ class ModalityFusion(nn.Module):
             return self.perceiver(input_array, attention_mask, output_array, return_attentions)
         fused, mask = self.fuse(input_array, attention_mask)
         out = self.perceiver(fused, mask, output_array, return_attentions)
-        if self.training or not self.config.get("modality_ensemble", False):
+        if self.training or not self.ensemble:
             return out
         logits, attentions = out if return_attentions else (out, None)
-        total = torch.log_softmax(logits.float(), dim=-1)
-        for modality in self.modalities:
-            fused, mask = self.fuse(input_array, attention_mask, only=modality)
-            total = total + torch.log_softmax(self.perceiver(fused, mask, output_array).float(), dim=-1)
-        mean = total / (len(self.modalities) + 1)
+        alone = [self.perceiver(*self.fuse(input_array, attention_mask, only=m), output_array) for m in self.modalities]
+        mean = mean_log_probs([logits, *alone])
         return (mean, attentions) if return_attentions else mean
 
     # The same utilities as a Perceiver (they only use the module's parameters and ``config``).
     num_parameters = Perceiver.num_parameters
     save = Perceiver.save
     from_pretrained = Perceiver.__dict__["from_pretrained"]
+
+
+def subset_masks(modalities: list[str], input_array: Mapping[str, torch.Tensor],
+                 attention_mask: Mapping[str, torch.Tensor | None] | torch.Tensor | None,
+                 only: str | None) -> dict[str, torch.Tensor]:
+    """Return a mask dict modality -> ``[b, m_i]`` bool for a fused model's input given every modality
+    (``only=None``: each modality's own mask, all-real where it has none) or the modality ``only``
+    alone (every other modality all-masked: hidden whole, as ``modality_dropout`` hides it)."""
+    from gperc_core.model.sentinels import resolve_mask
+
+    masks = attention_mask if isinstance(attention_mask, Mapping) else {}
+    out = {}
+    for modality in modalities:
+        x = input_array[modality]
+        own = resolve_mask(masks.get(modality))
+        real = own.bool() if own is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        out[modality] = real if only is None or modality == only else torch.zeros_like(real)
+    return out
+
+
+def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The mean over passes of the log-probabilities (log-softmax over the last axis, float32): the
+    output of a ``modality_ensemble``."""
+    return torch.stack([torch.log_softmax(t.float(), dim=-1) for t in logits]).mean(0)
 
 
 def model_for_config(config: PerceiverConfig, materialise: Materialise | None = None) -> nn.Module:
@@ -237,4 +260,5 @@ def load_any_model(directory: str | Path, map_location: str | torch.device = "cp
     return load_model(directory, map_location=map_location, model_cls=cls)
 
 
-__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model", "FUSION_KEYS"]
+__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model", "FUSION_KEYS",
+           "subset_masks", "mean_log_probs"]

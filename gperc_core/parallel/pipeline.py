@@ -293,6 +293,8 @@ def cut_stage(model: nn.Module, start: int, stop: int) -> nn.Module:
     for name in stage_units(config, 0, config.num_layers + 2) - keep:
         _delete(stage, name)
     perceiver = stage.perceiver if config.get("fusion") else stage
+    if config.get("fusion"):
+        stage.ensemble = False  # a stage runs one pass; the handle's predict runs the modality ensemble
     embeddings = perceiver.embeddings
     if not any(True for _ in embeddings.parameters()) and not any(True for _ in embeddings.buffers()):
         perceiver.embeddings = None
@@ -622,7 +624,20 @@ class PipelineHandle:
     @torch.no_grad()
     def predict(self, input_array: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_array: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward only over all microbatches; return the logits on every rank of the pipeline."""
+        """Forward only over all microbatches; return the logits on every rank of the pipeline (with
+        ``modality_ensemble``, what the single-process model returns in evaluation: the mean
+        log-probabilities of the passes given every modality and each alone, one pipeline pass each)."""
+        if self.fusion is None or not self.config.get("modality_ensemble", False):
+            return self._predict_once(input_array, attention_mask, output_array)
+        from gperc_core.model.fusion import mean_log_probs, subset_masks
+
+        self._check_batch(input_array, attention_mask, output_array)
+        return mean_log_probs([self._predict_once(input_array, subset_masks(self.fusion.modalities, input_array,
+                                                                          attention_mask, only), output_array)
+                               for only in (None, *self.fusion.modalities)])
+
+    def _predict_once(self, input_array: Any, attention_mask: Any, output_array: Any) -> torch.Tensor:
+        """One forward pass over all microbatches; the logits on every rank of the pipeline."""
         batch, logits_shape = self._check_batch(input_array, attention_mask, output_array)
         schedule = self._schedule_for((batch, logits_shape), training=False)
         kwargs = self._stage_kwargs(input_array, attention_mask, output_array)
@@ -670,9 +685,6 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     if not isinstance(config, PerceiverConfig):
         raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
     config.validate()
-    if config.get("modality_ensemble"):
-        raise ConfigError("modality_ensemble: expected false in a pipeline (its stages run one pass of the "
-                          "model; the ensemble needs one per modality), got true; set fusion.modality_ensemble=false")
     name = normalise_schedule(schedule)
     if not dist.is_available() or not dist.is_initialized():
         raise ConfigError("build_pipeline: expected an initialised torch.distributed process group, got none "
