@@ -25,11 +25,14 @@ import torch
 def subset_log_probs(model: Any, data: Any, only: str | None, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log-probabilities [n, classes], targets [n])`` of ``model`` on the split ``data``, given every
     modality (``only=None``) or the modality ``only`` alone (bf16 autocast, as the trainer evaluates)."""
+    from gperc_core.model.fusion import subset_masks
+
     outs, targets = [], []
     for start in range(0, len(data), batch_size):
         batch = data.batch(torch.arange(start, min(len(data), start + batch_size)))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            fused, mask = model.fuse(batch["input_array"], batch.get("attention_mask"), only=only)
+            masks = subset_masks(model.modalities, batch["input_array"], batch.get("attention_mask"), only)
+            fused, mask = model.fuse(batch["input_array"], masks)
             logits = model.perceiver(fused, mask, batch.get("output_array"))
         outs.append(torch.log_softmax(logits.float(), -1))
         targets.append(batch["target"])

@@ -82,13 +82,16 @@ def time_to_goal(records: list[dict[str, Any]], goal: dict[str, Any] | None) -> 
 RESULT_FILE = "result.json"
 
 
-def same_run(recorded: dict[str, Any], task_record: dict[str, Any]) -> str | None:
-    """``None`` when a run folder's ``task.json`` (``recorded``) is of the same card and overrides as
-    ``task_record`` (the record of the task about to run), else what differs."""
+def run_differs(recorded: dict[str, Any], task_record: dict[str, Any]) -> str | None:
+    """``None`` when a run folder's ``task.json`` (``recorded``) is of the same task, card and overrides
+    as ``task_record`` (the record of the task about to run), else what differs, with both values."""
     now = json.loads(json.dumps(task_record))  # tuples -> lists, as in the file
     for key in ("task", "card", "overrides"):
         if recorded.get(key) != now.get(key):
-            return key
+            if isinstance(now.get(key), dict) and isinstance(recorded.get(key), dict):
+                keys = sorted(k for k in {*now[key], *recorded[key]} if now[key].get(k) != recorded[key].get(k))
+                return f"{key} ({', '.join(f'{k}: recorded {recorded[key].get(k)!r}, now {now[key].get(k)!r}' for k in keys)})"
+            return f"{key} (recorded {recorded.get(key)!r}, now {now.get(key)!r})"
     return None
 
 
@@ -107,10 +110,10 @@ def worker(task_name: str, out_dir: Path, overrides: list[str], result_path: Pat
     trainer = Trainer(task, out_dir)
     resumed_from = None
     if resume:
-        differs = same_run(read_task_file(out_dir), task.record())
+        differs = run_differs(read_task_file(out_dir), task.record())
         if differs is not None:
-            print(f"--resume: expected {out_dir} to hold a run of the same {differs} as {task_name} with "
-                  f"{overrides}, got another; run without --resume to start afresh", file=sys.stderr)
+            print(f"--resume: expected {out_dir} to hold a run of the same task, card and overrides, got another "
+                  f"{differs}; run without --resume to start afresh", file=sys.stderr)
             return 3
         resumed_from = trainer.load_checkpoint()
     data_s = time.perf_counter() - t0

@@ -314,4 +314,3 @@ def test_build_pipeline_needs_a_process_group():
         build_pipeline(tiny_config())
     with pytest.raises(ConfigError, match="refused"):
         build_pipeline(tiny_config(), schedule="dualpipev")
-

@@ -7,7 +7,7 @@ import torch
 
 from gperc_core import InputArray, ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
 from gperc_core.errors import ConfigError, InputError, TaskError
-from gperc_core.model.fusion import fused_config, load_any_model
+from gperc_core.model.fusion import fused_config, load_any_model, subset_masks
 from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
 
 from taskfakes import CharTokenizer, FakePlugin, fake_pm
@@ -193,8 +193,8 @@ def test_modality_ensemble_averages_the_log_probabilities_of_each_subset_in_eval
     plain.load_state_dict(model.state_dict())
     plain.eval()
     full = plain(x, mask)
-    only_a = plain.perceiver(*plain.fuse(x, mask, only="a"))
-    only_b = plain.perceiver(*plain.fuse(x, mask, only="b"))
+    only_a = plain.perceiver(*plain.fuse(x, subset_masks(["a", "b"], x, mask, "a")))
+    only_b = plain.perceiver(*plain.fuse(x, subset_masks(["a", "b"], x, mask, "b")))
     # a subset pass masks the other modality out whole: b alone equals b with a hidden through its mask
     hide_a = {"a": torch.zeros(6, 3, dtype=torch.bool), "b": None}
     torch.testing.assert_close(only_b, plain(x, hide_a))

@@ -466,7 +466,7 @@ def _put(out: dict[str, Any], key: str, value: Any, card: TaskCard, model_fields
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else \
         (" (expected model.<PerceiverConfig field>, training.<TrainingConfig field>, "
-         "options.<modality>.<name>, fusion.<dim|modality_dropout|modality_ensemble>, validation.<split|fraction|seed|splits> or "
+         f"options.<modality>.<name>, fusion.<{'|'.join(FUSION_KEYS)}>, validation.<split|fraction|seed|splits> or "
          "cross_validation.<folds|fold|seed>)")
     raise TaskError(f"override {key!r}: unknown key for task {card.name!r}{hint}")
 

@@ -121,18 +121,14 @@ class ModalityFusion(nn.Module):
         """Whether evaluation runs the modality ensemble (``modality_ensemble``; off in a pipeline stage)."""
 
     def fuse(self, input_array: Mapping[str, torch.Tensor],
-             attention_mask: Mapping[str, torch.Tensor | None] | None = None, only: str | None = None
+             attention_mask: Mapping[str, torch.Tensor | None] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return the fused ``[b, sum m_i, d]`` array and its ``[b, sum m_i]`` mask (``None`` if no modality
-        has one); with ``only`` (a modality) every other modality is masked out."""
+        """Return the fused ``[b, sum m_i, d]`` array and its ``[b, sum m_i]`` mask (``None`` if no modality has one)."""
         self._check(input_array, attention_mask)
         masks = dict(attention_mask or {})
         parts, mask_parts = [], []
         first = input_array[self.modalities[0]]
-        if only is None:
-            keep = self._modality_keep(first.shape[0], first.device)
-        else:
-            keep = torch.tensor([m == only for m in self.modalities], device=first.device).expand(first.shape[0], -1)
+        keep = self._modality_keep(first.shape[0], first.device)
         any_mask = keep is not None or any(masks.get(m) is not None for m in self.modalities)
         for k, modality in enumerate(self.modalities):
             x = input_array[modality]
@@ -208,7 +204,8 @@ class ModalityFusion(nn.Module):
         if self.training or not self.ensemble:
             return out
         logits, attentions = out if return_attentions else (out, None)
-        alone = [self.perceiver(*self.fuse(input_array, attention_mask, only=m), output_array) for m in self.modalities]
+        alone = [self.perceiver(*self.fuse(input_array, subset_masks(self.modalities, input_array, attention_mask, m)),
+                                output_array) for m in self.modalities]
         mean = mean_log_probs([logits, *alone])
         return (mean, attentions) if return_attentions else mean
 
