@@ -9,7 +9,13 @@
   ``P = D^-1 A``: the chance a walk from node ``i`` is back at ``i`` after ``t`` steps. Invariant to
   node order and sign-free.
 
-Both are dense (``O(N^3)``): built for molecules and graphs of up to a few thousand nodes.
+- `label_neighbourhood`: what surrounds a node, as labels: for ``t = 1..hops`` the mean one-hot
+  node label where a ``t``-step random walk from the node lands (``(D^-1 A)^t Y``), and the mean
+  one-hot label of the node's own edges. One round of Weisfeiler-Lehman refinement per hop, as
+  features: a node token then says "carbon bonded to a nitrogen and two oxygens", which attention
+  over separate tokens must otherwise discover.
+
+All are dense (``O(N^3)``): built for molecules and graphs of up to a few thousand nodes.
 """
 
 from __future__ import annotations
@@ -71,6 +77,31 @@ def random_walk_pe(graph: Graph, k: int) -> torch.Tensor:
         out[:, t] = torch.diagonal(power)
         power = power @ step
     return out.float()
+
+
+def label_neighbourhood(graph: Graph, hops: int, node_one_hot: torch.Tensor, edge_one_hot: torch.Tensor
+                        ) -> torch.Tensor:
+    """Return float32 ``[N, hops * L + M]``: for ``t = 1..hops`` the ``t``-step random-walk mean of
+    ``node_one_hot`` (``[N, L]``), then the mean of ``edge_one_hot`` (``[E, M]``) over each node's
+    edges (isolated nodes: zeros; ``hops = 0``: no columns)."""
+    n = graph.num_nodes
+    if hops == 0:
+        return torch.zeros(n, 0)
+    _check_size(graph, "label neighbourhoods")
+    adj = graph.adjacency()
+    deg = adj.sum(dim=1, keepdim=True)
+    step = torch.where(deg > 0, adj / deg.clamp_min(1e-12), torch.zeros_like(adj))
+    parts, walk = [], node_one_hot.double()
+    for _ in range(hops):
+        walk = step @ walk
+        parts.append(walk)
+    incident = torch.zeros(n, edge_one_hot.shape[1], dtype=torch.float64)
+    if graph.num_edges and edge_one_hot.shape[1]:
+        ends = graph.edges.reshape(-1)
+        incident.index_add_(0, ends, edge_one_hot.double().repeat_interleave(2, dim=0))
+        incident = incident / deg.clamp_min(1.0)
+    parts.append(incident)
+    return torch.cat(parts, dim=1).float()
 
 
 ENCODINGS = {"laplacian": (laplacian_pe,), "random_walk": (random_walk_pe,), "both": (laplacian_pe, random_walk_pe),

@@ -3,14 +3,15 @@
 Token layout (every token has the same width; blocks that do not apply are zero)::
 
     [ node float features (node_feature_dim) | one-hot node label (num_node_labels)
+    | label neighbourhood (label_hops * num_node_labels + num_edge_labels, when label_hops > 0)
     | one-hot edge label (num_edge_labels) + edge float features (edge_feature_dim)   (edge tokens only)
     | log(1 + degree) (1, when degree=true)
     | position encoding P (pe_dim per encoding)
     | |P_u - P_v| (same width; edge tokens only) | edge flag (1; edge tokens only) ]
 
-A node token carries its own encoding ``P_i``; an edge token ``(u, v)`` carries ``(P_u + P_v) / 2``
-and ``|P_u - P_v|`` (symmetric in its endpoints), the mean log-degree of its endpoints, its label,
-and flag 1. Node tokens come first (``N`` of them), then the ``E`` edge tokens.
+A node token carries its own encoding ``P_i`` and label neighbourhood ``H_i``; an edge token ``(u, v)``
+carries ``(P_u + P_v) / 2``, ``|P_u - P_v|`` and ``(H_u + H_v) / 2`` (symmetric in its endpoints), the
+mean log-degree of its endpoints, its label, and flag 1. Node tokens come first (``N`` of them), then the ``E`` edge tokens.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gperc_core import ConfigError, InputArray, InputError, Option
 from gperc_core.plugins.specs import dataclass_options
 
 from . import PLUGIN_NAME
-from .encodings import ENCODINGS, position_encoding
+from .encodings import ENCODINGS, label_neighbourhood, position_encoding
 from .graph import Graph
 
 OPTION_DOCS: dict[str, str] = {
@@ -33,6 +34,8 @@ OPTION_DOCS: dict[str, str] = {
     "pe_dim": "columns per position encoding (default 8)",
     "num_node_labels": "one-hot width of integer node labels (0: labels ignored)",
     "num_edge_labels": "one-hot width of integer edge labels (edge tokens; 0: ignored)",
+    "label_hops": "add each node's label neighbourhood: mean node labels 1..label_hops random-walk steps away and "
+                  "the mean label of its edges (default 0: off; needs num_node_labels)",
     "node_feature_dim": "width of float node features (0: ignored; default: taken from the graph)",
     "edge_feature_dim": "width of float edge features (0: ignored; default: taken from the graph)",
     "degree": "add a log(1 + degree) channel (default true)",
@@ -43,7 +46,7 @@ OPTION_DOCS: dict[str, str] = {
 }
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "node_feature_dim": int,
+    "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int, "node_feature_dim": int,
     "edge_feature_dim": int, "degree": bool, "edge_tokens": bool, "node_queries": bool, "output_dim": int,
     "label_key": str,
 }
@@ -73,6 +76,7 @@ class GraphOptions:
     pe_dim: int = 8
     num_node_labels: int = 0
     num_edge_labels: int = 0
+    label_hops: int = 0
     node_feature_dim: int | None = None
     edge_feature_dim: int | None = None
     degree: bool = True
@@ -92,10 +96,13 @@ class GraphOptions:
     def _validate(self) -> None:
         if self.position not in ENCODINGS:
             _bad("position", f"one of {tuple(ENCODINGS)}", self.position)
-        for name in ("pe_dim", "num_node_labels", "num_edge_labels"):
+        for name in ("pe_dim", "num_node_labels", "num_edge_labels", "label_hops"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 _bad(name, "an integer >= 0", value)
+        if self.label_hops and not self.num_node_labels:
+            _bad("label_hops", "0 when num_node_labels is 0 (the neighbourhood is made of node labels)",
+                 self.label_hops)
         if self.position != "none" and self.pe_dim == 0:
             _bad("pe_dim", "a positive integer when position is not 'none'", self.pe_dim)
         for name in ("node_feature_dim", "edge_feature_dim", "output_dim"):
@@ -149,16 +156,17 @@ def graph_tokens(graph: Graph, opts: GraphOptions) -> tuple[torch.Tensor, torch.
     log_deg = torch.log1p(graph.degrees()).float()[:, None] if opts.degree else torch.zeros(n, 0)
     node_x = _float_block(graph.node_features, opts.node_feature_dim, n, "node_feature")
     node_oh = _one_hot(graph.node_labels, opts.num_node_labels, n, "node_labels")
+    edge_oh = _one_hot(graph.edge_labels, opts.num_edge_labels, e, "edge_labels")
+    hood = label_neighbourhood(graph, opts.label_hops, node_oh, edge_oh)
     if not opts.edge_tokens:
-        nodes = torch.cat([node_x, node_oh, log_deg, pe], dim=1)
+        nodes = torch.cat([node_x, node_oh, hood, log_deg, pe], dim=1)
         return nodes, nodes
     edge_x = _float_block(graph.edge_features, opts.edge_feature_dim, e, "edge_feature")
-    edge_oh = _one_hot(graph.edge_labels, opts.num_edge_labels, e, "edge_labels")
     u, v = graph.edges[:, 0], graph.edges[:, 1]
     zeros = torch.zeros
-    nodes = torch.cat([node_x, node_oh, zeros(n, edge_oh.shape[1] + edge_x.shape[1]), log_deg, pe,
+    nodes = torch.cat([node_x, node_oh, hood, zeros(n, edge_oh.shape[1] + edge_x.shape[1]), log_deg, pe,
                        zeros(n, pe.shape[1]), zeros(n, 1)], dim=1)
-    edges = torch.cat([zeros(e, node_x.shape[1] + node_oh.shape[1]), edge_oh, edge_x,
+    edges = torch.cat([zeros(e, node_x.shape[1] + node_oh.shape[1]), (hood[u] + hood[v]) / 2, edge_oh, edge_x,
                        (log_deg[u] + log_deg[v]) / 2, (pe[u] + pe[v]) / 2, (pe[u] - pe[v]).abs(),
                        torch.ones(e, 1)], dim=1)
     return torch.cat([nodes, edges], dim=0), nodes

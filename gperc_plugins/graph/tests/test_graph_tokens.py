@@ -46,6 +46,17 @@ def test_edge_tokens_carry_labels_endpoint_encodings_and_flag():
     assert torch.allclose(x[n, 6 + pe:6 + 2 * pe], (nodes_pe[0] - nodes_pe[1]).abs(), atol=1e-6)
 
 
+def test_label_neighbourhood_block_sits_after_the_node_label():
+    plain = make(molecule(), num_node_labels=3, num_edge_labels=2, edge_tokens=True, pe_dim=4).array
+    x = make(molecule(), num_node_labels=3, num_edge_labels=2, edge_tokens=True, pe_dim=4, label_hops=2).array
+    n, hood = 5, 2 * 3 + 2
+    assert x.shape[1] == plain.shape[1] + hood
+    assert torch.equal(torch.cat([x[:, :3], x[:, 3 + hood:]], dim=1), plain)  # the other blocks are unchanged
+    assert x[0, 3:6].tolist() == [0.5, 0.5, 0.0]  # node 0 (label 0) is bonded to nodes 1 (label 1) and 4 (label 0)
+    assert x[0, 9:11].tolist() == [1.0, 0.0]  # both of its bonds have label 0
+    assert torch.allclose(x[n, 3:3 + hood], (x[0, 3:3 + hood] + x[1, 3:3 + hood]) / 2)  # edge (0, 1): the mean
+
+
 def test_node_queries_padded_to_output_dim():
     out = make(nx.karate_club_graph(), node_queries=True, output_dim=16, pe_dim=8)
     assert tuple(out.array.shape) == (34, 9) and tuple(out.output.shape) == (34, 16)
@@ -67,7 +78,8 @@ def test_label_outside_the_one_hot_width():
 
 
 @pytest.mark.parametrize("options, key", [({"position": "spectral"}, "position"), ({"pe_dim": -1}, "pe_dim"),
-                                          ({"edge_tokens": "yes"}, "edge_tokens"), ({"pe_dim": 0}, "pe_dim")])
+                                          ({"edge_tokens": "yes"}, "edge_tokens"), ({"pe_dim": 0}, "pe_dim"),
+                                          ({"label_hops": -1}, "label_hops"), ({"label_hops": 2}, "label_hops")])
 def test_bad_options(options, key):
     with pytest.raises(ConfigError, match=f"graph plugin: options\\['{key}'\\]: expected"):
         make(molecule(), **options)
