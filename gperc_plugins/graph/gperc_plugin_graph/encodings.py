@@ -65,12 +65,17 @@ def laplacian_pe(graph: Graph, k: int) -> torch.Tensor:
     return out
 
 
+def _walk_step(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P = D^-1 A [N, N], degrees [N, 1])`` in float64; an isolated node's row of ``P`` is zero."""
+    adj = graph.adjacency()
+    deg = adj.sum(dim=1, keepdim=True)
+    return torch.where(deg > 0, adj / deg.clamp_min(1e-12), torch.zeros_like(adj)), deg
+
+
 def random_walk_pe(graph: Graph, k: int) -> torch.Tensor:
     """Return float32 ``[N, k]``: landing probabilities ``[P^t]_ii`` for ``t = 1..k`` (isolated nodes: 0)."""
     _check_size(graph, "random-walk features")
-    adj = graph.adjacency()
-    deg = adj.sum(dim=1, keepdim=True)
-    step = torch.where(deg > 0, adj / deg.clamp_min(1e-12), torch.zeros_like(adj))
+    step, _ = _walk_step(graph)
     out = torch.empty(graph.num_nodes, k, dtype=torch.float64)
     power = step
     for t in range(k):
@@ -88,9 +93,7 @@ def label_neighbourhood(graph: Graph, hops: int, node_one_hot: torch.Tensor, edg
     if hops == 0:
         return torch.zeros(n, 0)
     _check_size(graph, "label neighbourhoods")
-    adj = graph.adjacency()
-    deg = adj.sum(dim=1, keepdim=True)
-    step = torch.where(deg > 0, adj / deg.clamp_min(1e-12), torch.zeros_like(adj))
+    step, deg = _walk_step(graph)
     parts, walk = [], node_one_hot.double()
     for _ in range(hops):
         walk = step @ walk
