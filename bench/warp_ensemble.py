@@ -13,13 +13,15 @@ whether a test-time warp ensemble is worth building into evaluation.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_splits import accuracy, load_run, split_log_probs, tables, write  # noqa: E402
 
 ENSEMBLES: dict[str, tuple[float, ...]] = {
     "none": (1.0,),
@@ -30,41 +32,31 @@ ENSEMBLES: dict[str, tuple[float, ...]] = {
 }
 
 
-@torch.no_grad()
 def warped_log_probs(model: Any, data: Any, factor: float, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log-probabilities [n, classes], targets [n])`` of ``model`` on the split ``data`` with each clip's
     bin axis (the last) scaled by ``factor``."""
     from gperc_core.train.strategy import run_model
     from gperc_plugin_audio.augment import resample_axis
 
-    outs, targets = [], []
-    for start in range(0, len(data), batch_size):
-        batch = dict(data.batch(torch.arange(start, min(len(data), start + batch_size))))
+    def logits_of(batch: dict[str, Any]) -> torch.Tensor:
         if factor != 1.0:
             batch["input_array"] = resample_axis(batch["input_array"], factor, axis=2, fill=None)
-        outs.append(torch.log_softmax(run_model(model, batch).float(), -1))
-        targets.append(batch["target"])
-    return torch.cat(outs), torch.cat(targets)
+        return run_model(model, batch)
+
+    return split_log_probs(data, logits_of, batch_size)
 
 
 def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
     """Accuracy per split (validation, test) and per warp ensemble of `ENSEMBLES`."""
-    from gperc_core.data.tasks import Task
-    from gperc_core.model.fusion import load_any_model
-    from gperc_core.train.trainer import Trainer
-
-    task = Task.from_run(run_dir)
+    task, model, splits = load_run(run_dir)
     if list(task.card.modalities) != ["audio"]:
         raise SystemExit(f"{run_dir}: expected a run of an audio card, got modalities {task.card.modalities}")
-    model = load_any_model(run_dir / "best").eval()
-    trainer = Trainer(task, run_dir / "warp-scratch")  # for its split objects only: nothing is written
+    factors = sorted({f for fs in ENSEMBLES.values() for f in fs})
     out: dict[str, dict[str, float]] = {}
-    for split, data in (("validation", trainer.eval_data), ("test", trainer.test_data)):
-        factors = sorted({f for fs in ENSEMBLES.values() for f in fs})
+    for split, data in splits.items():
         passes = {f: warped_log_probs(model, data, f) for f in factors}
         target = passes[1.0][1]
-        out[split] = {name: (sum(passes[f][0] for f in fs).argmax(-1) == target).float().mean().item()
-                      for name, fs in ENSEMBLES.items()}
+        out[split] = {name: accuracy(sum(passes[f][0] for f in fs), target) for name, fs in ENSEMBLES.items()}
     return out
 
 
@@ -74,20 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
     results = {str(r): evaluate_run(r) for r in args.runs}
-    columns = list(ENSEMBLES)
-    lines = ["| split | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for split in ("validation", "test"):
-        cells = [statistics.fmean(r[split][c] for r in results.values()) for c in columns]
-        lines.append(f"| {split} (mean) | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
-    lines += ["", "| run | split | " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(columns)]
-    for run, r in results.items():
-        for split in ("validation", "test"):
-            lines.append(f"| {Path(run).name} | {split} | " + " | ".join(f"{r[split][c]:.4f}" for c in columns) + " |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out is not None:
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-        args.out.with_suffix(".md").write_text(table)
+    write(results, tables(results, list(ENSEMBLES)), args.out)
     return 0
 
 

@@ -11,7 +11,8 @@ Token layout (every token has the same width; blocks that do not apply are zero)
 
 A node token carries its own encoding ``P_i`` and label neighbourhood ``H_i``; an edge token ``(u, v)``
 carries ``(P_u + P_v) / 2``, ``|P_u - P_v|`` and ``(H_u + H_v) / 2`` (symmetric in its endpoints), the
-mean log-degree of its endpoints, its label, and flag 1. Node tokens come first (``N`` of them), then the ``E`` edge tokens.
+mean log-degree of its endpoints, its label, and flag 1. Node tokens come first (``N`` of them), then
+the ``E`` edge tokens.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ OPTION_DOCS: dict[str, str] = {
 }
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int, "node_feature_dim": int,
-    "edge_feature_dim": int, "degree": bool, "edge_tokens": bool, "node_queries": bool, "output_dim": int,
+    "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int,
+    "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "edge_tokens": bool, "node_queries": bool,
+    "output_dim": int,
     "label_key": str,
 }
 
