@@ -13,7 +13,7 @@ CONSTRAINTS := constraints.txt
 PIP := PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(PY) -m pip
 TORCH := torch torchvision torchaudio
 DIST ?= dist
-DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite wordnet-base
+DEBIAN_DATA := dataset-fashion-mnist espeak-ng flite festival festvox-kdlpc16k wordnet-base
 TASK ?= image/digits
 
 .PHONY: install test docs demo bench bench-tasks data dist clean

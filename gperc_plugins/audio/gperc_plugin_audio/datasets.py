@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from gperc_core import TaskError, UserData, UserSamples
 
 from . import PLUGIN_NAME
-from .synth import FLITE_VOICES, SynthesisPlan, default_cache_dir, synthesize
+from .synth import FESTIVAL_VOICES, FLITE_VOICES, SynthesisPlan, default_cache_dir, synthesize
 
 DEFAULT_TEST_VOICE = "rms"
 DEFAULT_TRAIN_FLITE = ("kal16", "awb", "slt")
@@ -58,10 +58,11 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
     """Load split ``train`` or ``test`` of spoken digits, synthesising the clips on first use.
 
     Split by synthesiser voice (DATASETS.md): ``train`` = every espeak-ng clip plus the flite voices
-    ``train_flite_voices`` (default kal16, awb, slt); ``test`` = the held-out flite voice
-    ``test_voice`` (default rms). Options: ``cache_dir`` (default ``$GPERC_CACHE/spoken-digits``),
-    ``test_voice``, ``train_flite_voices``, ``validation_voice`` and any `SynthesisPlan` field (e.g.
-    ``digits``). With ``validation_voice`` (a flite voice in neither of the others) there is also a
+    ``train_flite_voices`` (default kal16, awb, slt) and the festival voices ``train_festival_voices``
+    (default none; ``ked`` needs ``apt-get install festival festvox-kdlpc16k``); ``test`` = the held-out
+    flite voice ``test_voice`` (default rms). Options: ``cache_dir`` (default
+    ``$GPERC_CACHE/spoken-digits``), ``test_voice``, ``train_flite_voices``, ``train_festival_voices``,
+    ``validation_voice`` and any `SynthesisPlan` field (e.g. ``digits``). With ``validation_voice`` (a flite voice in neither of the others) there is also a
     ``validation`` split of that voice's clips: a held-out voice, as the test is, for model selection.
     """
     opts = dataset_options(options)
@@ -80,9 +81,15 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
         raise TaskError(f"{PLUGIN_NAME} plugin: options['validation_voice']: expected a flite voice among "
                         f"{FLITE_VOICES} other than test_voice={test_voice!r} and train_flite_voices="
                         f"{list(train_flite)}, got {validation_voice!r}")
+    train_festival = opts.get("train_festival_voices", ())
+    if isinstance(train_festival, str) or not isinstance(train_festival, Sequence) or any(
+            v not in FESTIVAL_VOICES for v in train_festival):
+        raise TaskError(f"{PLUGIN_NAME} plugin: options['train_festival_voices']: expected a list of voices among "
+                        f"{tuple(FESTIVAL_VOICES)}, got {train_festival!r}")
     plan_opts = dict(opts)
     plan_opts.setdefault("flite_voices", sorted(set(train_flite) | {test_voice} | (
         {validation_voice} if validation_voice else set())))
+    plan_opts.setdefault("festival_voices", sorted(set(train_festival)))
     plan = SynthesisPlan.from_options(plan_opts)
     root = Path(opts["cache_dir"]) if opts.get("cache_dir") else None
     clips = synthesize(plan, root)
@@ -91,7 +98,8 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
         voice = test_voice if split == "test" else validation_voice
         chosen = [c for c in clips if c.synth == "flite" and c.voice == voice]
     else:
-        chosen = [c for c in clips if c.synth == "espeak-ng" or c.voice in train_flite]
+        chosen = [c for c in clips if c.synth == "espeak-ng" or (c.synth == "flite" and c.voice in train_flite)
+                  or (c.synth == "festival" and c.voice in train_festival)]
     if not chosen:
         raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'spoken-digits' split {split!r}: expected clips, got none "
                         f"(check test_voice / train_flite_voices / the plan options)")

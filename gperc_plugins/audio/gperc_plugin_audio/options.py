@@ -67,6 +67,8 @@ _CHOICES: dict[str, tuple[Any, ...]] = {"representation": REPRESENTATIONS, "layo
 DATASET_OPTIONS: dict[str, Option] = {
     "test_voice": Option(str, None, "spoken-digits: the held-out flite voice of the test split (default rms)"),
     "train_flite_voices": Option(list, None, "spoken-digits: flite voices of the train split (default kal16, awb, slt)"),
+    "train_festival_voices": Option(list, None, "spoken-digits: festival voices added to the train split (default "
+                                    "none; ked: apt-get install festival festvox-kdlpc16k)"),
     "validation_voice": Option(str, None, "spoken-digits: a held-out flite voice that makes a 'validation' split"),
     "cache_dir": Option(str, None, "spoken-digits: where the clips are synthesised (default $GPERC_CACHE/spoken-digits)"),
     "root": Option(str, None, "audio-folder: folder of <label>/<file>.wav (or <split>/<label>/<file>.wav)"),
@@ -74,7 +76,7 @@ DATASET_OPTIONS: dict[str, Option] = {
                                                   "on_error")},
     **{name: Option(list, None, f"spoken-digits synthesis plan: {name}") for name in (
         "digits", "espeak_accents", "espeak_variants", "espeak_speeds", "espeak_pitches", "flite_voices",
-        "flite_stretches", "flite_pitches")},
+        "flite_stretches", "flite_pitches", "festival_voices")},
 }
 
 AUGMENT_OPTIONS: dict[str, Option] = {

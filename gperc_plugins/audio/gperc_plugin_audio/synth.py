@@ -1,7 +1,9 @@
-"""Spoken digits synthesised offline by espeak-ng and flite (Debian packages), cached with a manifest.
+"""Spoken digits synthesised offline by espeak-ng, flite and festival (Debian packages), cached with a
+manifest.
 
 A `SynthesisPlan` lists every clip: ten digit words, each spoken by espeak-ng (accents x voice
-variants x speeds x pitches) and by flite (voices x duration stretches x pitch targets). `synthesize`
+variants x speeds x pitches), by flite (voices x duration stretches x pitch targets) and, when the plan
+names festival voices, by festival (voices x duration stretches x pitch targets). `synthesize`
 renders the missing clips into a cache folder (two subprocesses at a time), then writes
 ``manifest-<plan hash>.json``; a rerun with the same plan finds the manifest and renders nothing.
 Clip files are named by their parameters, so plans that overlap share files. A file lock keeps
@@ -30,6 +32,13 @@ from . import PLUGIN_NAME
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 INSTALL_HINT = "apt-get install espeak-ng flite"
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+# festival voice name -> (the Scheme function selecting it, the Debian package shipping it)
+FESTIVAL_VOICES: dict[str, tuple[str, str]] = {"ked": ("voice_ked_diphone", "festvox-kdlpc16k")}
+
+
+def festival_install_hint(voices: Sequence[str]) -> str:
+    """The apt-get line that installs festival and the packages of ``voices``."""
+    return "apt-get install festival " + " ".join(FESTIVAL_VOICES[v][1] for v in voices)
 
 
 @dataclass(frozen=True)
@@ -47,13 +56,16 @@ class Clip:
         word = DIGIT_WORDS[self.label]
         if self.synth == "espeak-ng":
             return ["espeak-ng", *self.args, "-w", str(out), word]
+        if self.synth == "festival":
+            return ["festival", "--batch", *self.args, f'(utt.save.wave (SynthText "{word}") "{out}" \'riff)']
         return ["flite", *self.args, "-t", word, "-o", str(out)]
 
 
 @dataclass(frozen=True)
 class SynthesisPlan:
     """What to synthesise. Defaults: 6 accents x 12 variants x 2 speeds x 2 pitches of espeak-ng
-    (2,880 clips) and, per flite voice, 6 duration stretches x 5 pitch targets (300 clips)."""
+    (2,880 clips) and, per flite voice, 6 duration stretches x 5 pitch targets (300 clips); festival
+    voices (none by default) are spoken with the same stretches and pitch targets as flite's."""
 
     digits: tuple[int, ...] = tuple(range(10))
     espeak_accents: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
@@ -63,6 +75,7 @@ class SynthesisPlan:
     flite_voices: tuple[str, ...] = FLITE_VOICES
     flite_stretches: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
     flite_pitches: tuple[int, ...] = (90, 110, 130, 150, 170)
+    festival_voices: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: dict) -> "SynthesisPlan":
@@ -82,11 +95,19 @@ class SynthesisPlan:
         if unknown:
             raise TaskError(f"{PLUGIN_NAME} plugin: options['flite_voices']: expected voices among {FLITE_VOICES}, "
                             f"got {unknown}")
+        unknown = [v for v in plan.festival_voices if v not in FESTIVAL_VOICES]
+        if unknown:
+            raise TaskError(f"{PLUGIN_NAME} plugin: options['festival_voices']: expected voices among "
+                            f"{tuple(FESTIVAL_VOICES)}, got {unknown}")
         return plan
 
     def digest(self) -> str:
-        """A short hash naming this plan's manifest."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash naming this plan's manifest (a plan without festival voices keeps the hash it had
+        before festival was supported)."""
+        fields = asdict(self)
+        if not fields["festival_voices"]:
+            del fields["festival_voices"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def clips(self) -> list[Clip]:
         """Every clip of the plan, in a fixed order."""
@@ -105,7 +126,19 @@ class SynthesisPlan:
                         out.append(Clip(f"flite/{voice}_d{stretch}_f{f0}_{digit}.wav", digit, "flite", voice,
                                         ("-voice", voice, "--setf", f"duration_stretch={stretch}",
                                          "--setf", f"int_f0_target_mean={f0}")))
+            for voice in self.festival_voices:
+                for stretch in self.flite_stretches:
+                    for f0 in self.flite_pitches:
+                        out.append(Clip(f"festival/{voice}_d{stretch}_f{f0}_{digit}.wav", digit, "festival", voice,
+                                        _festival_args(voice, stretch, f0)))
         return out
+
+
+def _festival_args(voice: str, stretch: float, f0: int) -> tuple[str, ...]:
+    """festival --batch expressions: select ``voice``, stretch durations, move the mean pitch target to
+    ``f0`` Hz (the diphone voices' linear-regression intonation, keeping their std and model)."""
+    return (f"({FESTIVAL_VOICES[voice][0]})", f"(Parameter.set 'Duration_Stretch {stretch})",
+            f"(set! int_lr_params '((target_f0_mean {f0}) (target_f0_std 15) (model_f0_mean 170) (model_f0_std 34)))")
 
 
 def default_cache_dir() -> Path:
@@ -121,10 +154,13 @@ def check_tools(plan: SynthesisPlan) -> None:
         needed.append("espeak-ng")
     if plan.flite_voices:
         needed.append("flite")
+    if plan.festival_voices:
+        needed.append("festival")
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
+        hint = INSTALL_HINT + (f"` and `{festival_install_hint(plan.festival_voices)}" if plan.festival_voices else "")
         raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'spoken-digits': expected the synthesisers {needed} on "
-                        f"PATH, got {missing} missing; install them with `{INSTALL_HINT}`")
+                        f"PATH, got {missing} missing; install them with `{hint}`")
 
 
 @contextlib.contextmanager
@@ -175,8 +211,10 @@ def synthesize(plan: SynthesisPlan, cache_dir: Path | None = None, workers: int 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             errors = [e for e in pool.map(lambda c: _render(c, root), clips) if e]
         if errors:
+            hint = (f" (a festival voice missing? `{festival_install_hint(plan.festival_voices)}`)"
+                    if plan.festival_voices else "")
             raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'spoken-digits': expected every clip to render, got "
-                            f"{len(errors)} failures, first: {errors[0]}")
+                            f"{len(errors)} failures, first: {errors[0]}{hint}")
         data = {"plan": asdict(plan), "clips": [asdict(c) for c in clips]}
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))

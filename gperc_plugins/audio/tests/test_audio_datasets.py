@@ -18,6 +18,17 @@ from gperc_plugin_audio.plugin import gperc_input_array
 HAVE_SYNTHS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
 needs_synths = pytest.mark.skipif(not HAVE_SYNTHS, reason="needs espeak-ng and flite: apt-get install espeak-ng flite")
 
+
+def have_festival_ked() -> bool:
+    """festival is installed and has the ked voice (festvox-kdlpc16k)."""
+    if shutil.which("festival") is None:
+        return False
+    return subprocess.run(["festival", "--batch", "(voice_ked_diphone)"], capture_output=True).returncode == 0
+
+
+HAVE_KED = HAVE_SYNTHS and have_festival_ked()
+needs_ked = pytest.mark.skipif(not HAVE_KED, reason="needs festival's ked voice: apt-get install festival festvox-kdlpc16k")
+
 TINY = {"digits": [1, 2], "espeak_accents": ["en-us"], "espeak_variants": ["m1"], "espeak_speeds": [150],
         "espeak_pitches": [50], "flite_stretches": [1.0], "flite_pitches": [120], "test_voice": "rms",
         "train_flite_voices": ["awb"]}
@@ -68,7 +79,34 @@ def test_missing_synthesisers_name_the_apt_command(tmp_path, monkeypatch):
         load_spoken_digits("train", {**TINY, "cache_dir": str(tmp_path)})
 
 
+def test_missing_festival_names_its_voice_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda tool: None if tool == "festival" else f"/usr/bin/{tool}")
+    with pytest.raises(TaskError, match="expected the synthesisers .*'festival'.* festvox-kdlpc16k"):
+        load_spoken_digits("train", {**TINY, "cache_dir": str(tmp_path), "train_festival_voices": ["ked"]})
+
+
+def test_plan_digest_of_plans_without_festival_is_unchanged():
+    # the card's plan hashed to this before festival voices existed: its cached manifest stays valid
+    assert synth.SynthesisPlan(flite_voices=("awb", "kal16", "rms", "slt")).digest() == "ad297ed87de1"
+    assert synth.SynthesisPlan(festival_voices=("ked",)).digest() != synth.SynthesisPlan().digest()
+
+
+def test_festival_clips_of_a_plan():
+    plan = synth.SynthesisPlan(digits=(8,), espeak_accents=(), flite_voices=(), festival_voices=("ked",),
+                               flite_stretches=(1.2,), flite_pitches=(90, 150))
+    clips = plan.clips()
+    assert [c.file for c in clips] == ["festival/ked_d1.2_f90_8.wav", "festival/ked_d1.2_f150_8.wav"]
+    out = synth.Path("/tmp/out.wav")
+    command = clips[1].command(out)
+    assert command[:3] == ["festival", "--batch", "(voice_ked_diphone)"]
+    assert "(Parameter.set 'Duration_Stretch 1.2)" in command and "(target_f0_mean 150)" in command[4]
+    assert command[-1] == f'(utt.save.wave (SynthText "eight") "{out}" \'riff)'
+
+
 @pytest.mark.parametrize("options, message", [({"test_voice": "bob"}, "test_voice"),
+                                              ({"train_festival_voices": ["bob"]}, "train_festival_voices"),
+                                              ({"train_festival_voices": "ked"}, "train_festival_voices"),
+                                              ({"festival_voices": ["bob"]}, "festival_voices"),
                                               ({"train_flite_voices": ["rms"]}, "train_flite_voices"),
                                               ({"digits": [12]}, "digits"), ({"digits": 3}, "expected a list"),
                                               ({"validation_voice": "rms"}, "validation_voice"),
@@ -112,6 +150,18 @@ def test_spoken_digits_synthesised_split_by_voice_and_reused(tmp_path, monkeypat
     arrays = [gperc_input_array(modality="audio", sample=test[i]["audio"], options={"duration": 1.0, "trim": True})
               for i in range(len(test))]
     assert all(tuple(a.array.shape) == (100, 40) and bool(torch.isfinite(a.array).all()) for a in arrays)
+
+
+@needs_ked
+def test_spoken_digits_festival_voice_joins_the_train_split(tmp_path):
+    options = {**TINY, "cache_dir": str(tmp_path), "train_festival_voices": ["ked"]}
+    train, test = load_spoken_digits("train", options), load_spoken_digits("test", options)
+    assert [m["voice"] for m in train.meta].count("ked") == 2
+    assert {m["synth"] for m in train.meta} == {"espeak-ng", "flite", "festival"}
+    assert {m["voice"] for m in test.meta} == {"rms"}
+    ked = [p for p, m in zip(train.paths, train.meta) if m["voice"] == "ked"]
+    data, rate = soundfile.read(ked[0])
+    assert rate == 16000 and 0.2 < len(data) / rate < 2.0 and np.abs(data).max() > 0.05
 
 
 @needs_synths
