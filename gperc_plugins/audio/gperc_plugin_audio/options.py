@@ -23,6 +23,8 @@ trim_threshold     silence is below this fraction of the clip's peak (default 0.
 normalize          scale each clip to peak 1 (default True)
 cmvn               standardise the frames: ``true``/``"clip"`` with the clip's mean and std (default),
                    ``"bin"`` per feature bin over the frames, ``false`` not at all (frames only)
+cmvn_signal        take the ``cmvn`` statistics over the frames up to the clip's last non-zero sample,
+                   leaving out the zero padding up to ``duration`` (default False: over every frame)
 =================  ========================================================================
 """
 
@@ -55,12 +57,14 @@ OPTION_DOCS: dict[str, str] = {
     "trim_threshold": "silence threshold as a fraction of the peak",
     "normalize": "scale each clip to peak 1",
     "cmvn": "standardise frames: true/'clip' per clip, 'bin' per feature bin, false: off",
+    "cmvn_signal": "cmvn statistics over the clip's own frames, not its zero padding",
 }
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "representation": str, "layout": str, "sample_rate": int, "duration": float, "hop_length": int, "n_fft": int,
     "n_mels": int, "num_mfcc": int, "fourier_bands": int, "mono": bool, "num_channels": int, "trim": bool,
     "trim_threshold": float, "normalize": bool, "cmvn": (bool, str),
+    "cmvn_signal": bool,
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"representation": REPRESENTATIONS, "layout": LAYOUTS}
 
@@ -104,6 +108,7 @@ class AudioOptions:
     trim_threshold: float = 0.02
     normalize: bool = True
     cmvn: bool | str = True
+    cmvn_signal: bool = False
 
     @property
     def bands(self) -> int:
@@ -154,7 +159,7 @@ class AudioOptions:
             _bad("num_channels", "a positive integer (1 when mono=true)", self.num_channels)
         if self.cmvn not in (True, False, "clip", "bin") or isinstance(self.cmvn, int) and not isinstance(self.cmvn, bool):
             _bad("cmvn", "true, false, 'clip' or 'bin'", self.cmvn)
-        for name in ("mono", "trim", "normalize"):
+        for name in ("mono", "trim", "normalize", "cmvn_signal"):
             if not isinstance(getattr(self, name), bool):
                 _bad(name, "true or false", getattr(self, name))
         if not isinstance(self.trim_threshold, (int, float)) or not 0 <= self.trim_threshold < 1:

@@ -109,6 +109,31 @@ def test_cmvn_modes():
     assert torch.equal(array(tone), clip) and float(off.mean()) < -1.0  # log-mel of a quiet tone is mostly < 0
 
 
+@pytest.mark.parametrize("cmvn", ["bin", "clip"])
+def test_cmvn_signal_makes_a_words_frames_independent_of_its_padding(cmvn):
+    noise = np.random.default_rng(0).normal(0, 0.05, 4800).astype(np.float32)  # every bin varies over the frames
+    word = (sine(seconds=0.3, rate=16000, freq=500) + sine(seconds=0.3, rate=16000, freq=1800) + noise, 16000)
+    short, long = (array(word, duration=d, cmvn=cmvn, cmvn_signal=True) for d in (0.6, 1.5))
+    assert short.shape[0] == 60 and long.shape[0] == 150
+    assert torch.allclose(short, long[:60], atol=1e-4)  # the word and the padding: same values either way
+    frames = short[:30]  # the word's own frames are standardised by their own statistics
+    if cmvn == "bin":
+        assert torch.allclose(frames.mean(0), torch.zeros(40), atol=1e-4)
+    else:
+        assert float(frames.mean()) == pytest.approx(0.0, abs=1e-4)
+    plain_short, plain_long = (array(word, duration=d, cmvn=cmvn) for d in (0.6, 1.5))
+    assert float((plain_short[:30] - plain_long[:30]).abs().max()) > 0.1  # without it, the padding moves them
+
+
+def test_signal_frames_of_padded_and_silent_clips():
+    from gperc_plugin_audio.features import signal_frames
+
+    padded = torch.nn.functional.pad(torch.ones(1, 1000), (0, 3000))
+    assert signal_frames(padded, 160) == 7  # ceil(1000 / 160)
+    assert signal_frames(torch.zeros(1, 4000), 160) == 25  # nothing but zeros: every frame
+    assert signal_frames(torch.nn.functional.pad(torch.ones(1, 10), (0, 3000)), 160) == 2  # at least 2
+
+
 def test_trim_and_fixed_duration():
     wave = np.concatenate([np.zeros(4000, np.float32), sine(rate=16000), np.zeros(4000, np.float32)])
     trimmed = trim_silence(torch.from_numpy(wave)[None], 0.02)
@@ -152,6 +177,7 @@ def test_channel_count_is_checked():
                                           ({"layout": "gperc"}, "layout"), ({"sample_rate": 0}, "sample_rate"),
                                           ({"duration": -1}, "duration"), ({"trim": "yes"}, "trim"),
                                           ({"cmvn": "frame"}, "cmvn"), ({"cmvn": 1}, "cmvn"),
+                                          ({"cmvn_signal": "yes"}, "cmvn_signal"),
                                           ({"representation": "mfcc", "num_mfcc": 80}, "num_mfcc")])
 def test_bad_options_are_config_errors(options, key):
     with pytest.raises(ConfigError, match=f"audio plugin: options\\['{key}'\\]: expected"):
