@@ -53,17 +53,23 @@ def frame_features(waveform: torch.Tensor, opts: AudioOptions) -> torch.Tensor:
         # "clip" (True): one mean and std per clip (loudness-invariant, spectral shape kept);
         # "bin": a mean and std per feature bin over the frames (removes a synthesiser's spectral tilt)
         dims = (-1,) if opts.cmvn == "bin" else (-2, -1)
-        stats = feats[..., : signal_frames(waveform, opts.hop_length)] if opts.cmvn_signal else feats
+        end = signal_frames(waveform, opts.hop_length) if opts.cmvn_signal else feats.shape[-1]
+        stats = feats[..., :end]
         mean = stats.mean(dim=dims, keepdim=True)
         std = stats.std(dim=dims, keepdim=True, unbiased=False).clamp_min(1e-5)
         feats = (feats - mean) / std
+        if end < feats.shape[-1]:
+            # the padding becomes as quiet as the word gets (its minimum, per bin or per clip), not a log
+            # floor standardised into tens of standard deviations below it
+            feats[..., end:] = feats[..., :end].amin(dim=dims, keepdim=True)
     return feats
 
 
 def signal_frames(waveform: torch.Tensor, hop_length: int) -> int:
     """Frames of ``[C, T]`` up to its last non-zero sample (at least 2, at most all): the clip without the
     zero padding that `fix_length` appends, whose constant log floor would otherwise dominate the cmvn
-    statistics of a short word (and make them depend on its duration)."""
+    statistics of a short word (and make them depend on its duration). With ``cmvn_signal`` the
+    statistics come from these frames and the padded frames take the standardised minimum."""
     loud = (waveform.abs().amax(dim=0) > 0).nonzero()
     total = num_frames(waveform.shape[-1], hop_length)
     end = int(loud[-1]) + 1 if loud.numel() else waveform.shape[-1]

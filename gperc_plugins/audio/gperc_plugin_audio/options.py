@@ -24,7 +24,8 @@ normalize          scale each clip to peak 1 (default True)
 cmvn               standardise the frames: ``true``/``"clip"`` with the clip's mean and std (default),
                    ``"bin"`` per feature bin over the frames, ``false`` not at all (frames only)
 cmvn_signal        take the ``cmvn`` statistics over the frames up to the clip's last non-zero sample,
-                   leaving out the zero padding up to ``duration`` (default False: over every frame)
+                   leaving out the zero padding up to ``duration``, which then takes the standardised
+                   minimum of those frames (default False: statistics over every frame)
 =================  ========================================================================
 """
 

@@ -121,6 +121,8 @@ def test_cmvn_signal_makes_a_words_frames_independent_of_its_padding(cmvn):
         assert torch.allclose(frames.mean(0), torch.zeros(40), atol=1e-4)
     else:
         assert float(frames.mean()) == pytest.approx(0.0, abs=1e-4)
+    floor = frames.amin(0) if cmvn == "bin" else frames.min()
+    assert torch.allclose(short[30:], floor.expand_as(short[30:]))  # the padding: as quiet as the word gets
     plain_short, plain_long = (array(word, duration=d, cmvn=cmvn) for d in (0.6, 1.5))
     assert float((plain_short[:30] - plain_long[:30]).abs().max()) > 0.1  # without it, the padding moves them
 
