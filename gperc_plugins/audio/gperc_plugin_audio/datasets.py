@@ -62,8 +62,9 @@ def load_spoken_digits(split: str, options: Mapping[str, Any] | None = None) -> 
     (default none; ``ked`` needs ``apt-get install festival festvox-kdlpc16k``); ``test`` = the held-out
     flite voice ``test_voice`` (default rms). Options: ``cache_dir`` (default
     ``$GPERC_CACHE/spoken-digits``), ``test_voice``, ``train_flite_voices``, ``train_festival_voices``,
-    ``validation_voice`` and any `SynthesisPlan` field (e.g. ``digits``). With ``validation_voice`` (a flite voice in neither of the others) there is also a
-    ``validation`` split of that voice's clips: a held-out voice, as the test is, for model selection.
+    ``validation_voice`` and any `SynthesisPlan` field (e.g. ``digits``). With ``validation_voice`` (a
+    flite voice in neither of the others) there is also a ``validation`` split of that voice's clips: a
+    held-out voice, as the test is, for model selection.
     """
     opts = dataset_options(options)
     test_voice = opts.get("test_voice", DEFAULT_TEST_VOICE)
