@@ -158,9 +158,9 @@ def check_tools(plan: SynthesisPlan) -> None:
         needed.append("festival")
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
-        hint = INSTALL_HINT + (f"` and `{festival_install_hint(plan.festival_voices)}" if plan.festival_voices else "")
+        hints = [INSTALL_HINT] + ([festival_install_hint(plan.festival_voices)] if plan.festival_voices else [])
         raise TaskError(f"{PLUGIN_NAME} plugin: dataset 'spoken-digits': expected the synthesisers {needed} on "
-                        f"PATH, got {missing} missing; install them with `{hint}`")
+                        f"PATH, got {missing} missing; install them with " + " and ".join(f"`{h}`" for h in hints))
 
 
 @contextlib.contextmanager
