@@ -6,6 +6,7 @@ Token layout (every token has the same width; blocks that do not apply are zero)
     | label neighbourhood (label_hops * num_node_labels + num_edge_labels, when label_hops > 0)
     | one-hot edge label (num_edge_labels) + edge float features (edge_feature_dim)   (edge tokens only)
     | log(1 + degree) (1, when degree=true)
+    | log(1 + nodes), log(1 + edges) of the whole graph (2, on every token, when graph_size=true)
     | position encoding P (pe_dim per encoding)
     | |P_u - P_v| (same width; edge tokens only) | edge flag (1; edge tokens only) ]
 
@@ -13,6 +14,10 @@ A node token carries its own encoding ``P_i`` and label neighbourhood ``H_i``; a
 carries ``(P_u + P_v) / 2``, ``|P_u - P_v|`` and ``(H_u + H_v) / 2`` (symmetric in its endpoints), the
 mean log-degree of its endpoints, its label, and flag 1. Node tokens come first (``N`` of them), then
 the ``E`` edge tokens.
+
+``graph_size`` exists because attention cannot count: a latent's cross-attention read-out is a weighted
+mean of the tokens, so two graphs with the same proportions of tokens look alike whatever their size
+(MUTAG, logistic regression on label proportions: 0.743 in 10-fold CV, 0.849 with the two size channels).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ OPTION_DOCS: dict[str, str] = {
     "node_feature_dim": "width of float node features (0: ignored; default: taken from the graph)",
     "edge_feature_dim": "width of float edge features (0: ignored; default: taken from the graph)",
     "degree": "add a log(1 + degree) channel (default true)",
+    "graph_size": "add log(1 + nodes) and log(1 + edges) of the whole graph to every token (default false): "
+                  "attention averages over tokens and cannot count them",
     "edge_tokens": "append one token per edge with a type flag (default false)",
     "node_queries": "give each sample one output query per node: node classification (default false)",
     "output_dim": "zero-pad the node queries to this width (default: the token width)",
@@ -48,7 +55,7 @@ OPTION_DOCS: dict[str, str] = {
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int,
-    "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "edge_tokens": bool, "node_queries": bool,
+    "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "graph_size": bool, "edge_tokens": bool, "node_queries": bool,
     "output_dim": int,
     "label_key": str,
 }
@@ -82,6 +89,7 @@ class GraphOptions:
     node_feature_dim: int | None = None
     edge_feature_dim: int | None = None
     degree: bool = True
+    graph_size: bool = False
     edge_tokens: bool = False
     node_queries: bool = False
     output_dim: int | None = None
@@ -111,7 +119,7 @@ class GraphOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 _bad(name, "an integer >= 0 or unset", value)
-        for name in ("degree", "edge_tokens", "node_queries"):
+        for name in ("degree", "graph_size", "edge_tokens", "node_queries"):
             if not isinstance(getattr(self, name), bool):
                 _bad(name, "true or false", getattr(self, name))
         if not isinstance(self.label_key, str):
@@ -156,20 +164,21 @@ def graph_tokens(graph: Graph, opts: GraphOptions) -> tuple[torch.Tensor, torch.
     n, e = graph.num_nodes, graph.num_edges
     pe = position_encoding(graph, opts.position, opts.pe_dim)
     log_deg = torch.log1p(graph.degrees()).float()[:, None] if opts.degree else torch.zeros(n, 0)
+    size = torch.log1p(torch.tensor([[float(n), float(e)]])) if opts.graph_size else torch.zeros(1, 0)
     node_x = _float_block(graph.node_features, opts.node_feature_dim, n, "node_feature")
     node_oh = _one_hot(graph.node_labels, opts.num_node_labels, n, "node_labels")
     edge_oh = _one_hot(graph.edge_labels, opts.num_edge_labels, e, "edge_labels")
     hood = label_neighbourhood(graph, opts.label_hops, node_oh, edge_oh)
     if not opts.edge_tokens:
-        nodes = torch.cat([node_x, node_oh, hood, log_deg, pe], dim=1)
+        nodes = torch.cat([node_x, node_oh, hood, log_deg, size.expand(n, -1), pe], dim=1)
         return nodes, nodes
     edge_x = _float_block(graph.edge_features, opts.edge_feature_dim, e, "edge_feature")
     u, v = graph.edges[:, 0], graph.edges[:, 1]
     zeros = torch.zeros
-    nodes = torch.cat([node_x, node_oh, hood, zeros(n, edge_oh.shape[1] + edge_x.shape[1]), log_deg, pe,
-                       zeros(n, pe.shape[1]), zeros(n, 1)], dim=1)
+    nodes = torch.cat([node_x, node_oh, hood, zeros(n, edge_oh.shape[1] + edge_x.shape[1]), log_deg,
+                       size.expand(n, -1), pe, zeros(n, pe.shape[1]), zeros(n, 1)], dim=1)
     edges = torch.cat([zeros(e, node_x.shape[1] + node_oh.shape[1]), (hood[u] + hood[v]) / 2, edge_oh, edge_x,
-                       (log_deg[u] + log_deg[v]) / 2, (pe[u] + pe[v]) / 2, (pe[u] - pe[v]).abs(),
+                       (log_deg[u] + log_deg[v]) / 2, size.expand(e, -1), (pe[u] + pe[v]) / 2, (pe[u] - pe[v]).abs(),
                        torch.ones(e, 1)], dim=1)
     return torch.cat([nodes, edges], dim=0), nodes
 

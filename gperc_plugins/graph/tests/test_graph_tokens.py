@@ -57,6 +57,31 @@ def test_label_neighbourhood_block_sits_after_the_node_label():
     assert torch.allclose(x[n, 3:3 + hood], (x[0, 3:3 + hood] + x[1, 3:3 + hood]) / 2)  # edge (0, 1): the mean
 
 
+def test_graph_size_channels_follow_the_degree_on_every_token():
+    plain = make(molecule(), num_node_labels=3, num_edge_labels=2, edge_tokens=True, pe_dim=4).array
+    x = make(molecule(), num_node_labels=3, num_edge_labels=2, edge_tokens=True, pe_dim=4, graph_size=True).array
+    at = 3 + 2 + 1  # after the node label, the edge label and the log-degree
+    assert x.shape[1] == plain.shape[1] + 2
+    assert torch.equal(torch.cat([x[:, :at], x[:, at + 2:]], dim=1), plain)  # the other blocks are unchanged
+    size = torch.log1p(torch.tensor([5.0, 5.0]))  # 5 nodes, 5 edges
+    assert torch.allclose(x[:, at:at + 2], size.expand(10, -1))  # node and edge tokens alike
+
+
+def test_graph_size_tells_graphs_of_equal_proportions_apart():
+    """Two rings of the same label pattern differ only in size: without the option a latent's attention
+    read-out (a weighted mean over tokens) cannot tell them apart; with it every token says the size."""
+    def ring(repeats):
+        g = nx.cycle_graph(4 * repeats)
+        nx.set_node_attributes(g, {i: i % 2 for i in g.nodes}, "label")
+        return g
+
+    small, large = (make(ring(r), num_node_labels=2, position="none").array for r in (1, 3))
+    assert torch.equal(small.mean(0), large.mean(0))
+    small, large = (make(ring(r), num_node_labels=2, position="none", graph_size=True).array for r in (1, 3))
+    assert not torch.equal(small.mean(0), large.mean(0))
+    assert torch.allclose(large[0, -2:], torch.log1p(torch.tensor([12.0, 12.0])))
+
+
 def test_node_queries_padded_to_output_dim():
     out = make(nx.karate_club_graph(), node_queries=True, output_dim=16, pe_dim=8)
     assert tuple(out.array.shape) == (34, 9) and tuple(out.output.shape) == (34, 16)
@@ -79,7 +104,8 @@ def test_label_outside_the_one_hot_width():
 
 @pytest.mark.parametrize("options, key", [({"position": "spectral"}, "position"), ({"pe_dim": -1}, "pe_dim"),
                                           ({"edge_tokens": "yes"}, "edge_tokens"), ({"pe_dim": 0}, "pe_dim"),
-                                          ({"label_hops": -1}, "label_hops"), ({"label_hops": 2}, "label_hops")])
+                                          ({"label_hops": -1}, "label_hops"), ({"label_hops": 2}, "label_hops"),
+                                          ({"graph_size": 1}, "graph_size")])
 def test_bad_options(options, key):
     with pytest.raises(ConfigError, match=f"graph plugin: options\\['{key}'\\]: expected"):
         make(molecule(), **options)
