@@ -19,7 +19,7 @@ chosen card.
     name = "lr5e-4"
     task = "graph/mutag"
     set = ["training.lr=5e-4", "training.epochs=120"]
-    seeds = 1                      # runs per variant without cross-validation (default 1)
+    seeds = 1                      # runs per variant, seeds 0..N-1 (cross-validated cards: every fold per seed)
     folds = 10                     # cross-validated cards: folds 0..N-1 (default every fold)
 
     .venv/bin/python bench/sweep.py sweep.toml --out sweep-out/      # writes sweep-out/sweep.json, .md
@@ -76,7 +76,8 @@ def plan(spec: dict[str, Any]) -> list[tuple[dict[str, Any], str, list[str]]]:
     runs = []
     for v in spec["variants"]:
         card = find_card(v["task"], pm)
-        for label, extra in plan_runs(card, int(v.get("seeds", 1)), v.get("folds")):
+        seeds = int(v.get("seeds", 1))
+        for label, extra in plan_runs(card, seeds, v.get("folds"), cv_seeds=seeds):
             runs.append((v, label, [*extra, *v.get("set", [])]))
     return runs
 

@@ -16,6 +16,7 @@ the same results by bench/update_readme.py).
     .venv/bin/python bench/tasks.py                              # every card: 3 seeds, or every fold
     .venv/bin/python bench/tasks.py graph/karate --seeds 2 --set training.epochs=5
     .venv/bin/python bench/tasks.py graph/mutag --folds 3        # folds 0..2 of the card's 10
+    .venv/bin/python bench/tasks.py graph/mutag --cv-seeds 3     # every fold with seeds 0, 1, 2 (repeated CV)
     .venv/bin/python bench/tasks.py --limit-min 30 image/fashion-mnist
     .venv/bin/python bench/tasks.py --table                      # only rewrite bench/tasks.md
     .venv/bin/python bench/tasks.py text/wordnet-supersense --resume  # after an interruption
@@ -203,13 +204,17 @@ def run_one(task_name: str, label: str, limit_s: float, overrides: list[str], th
     return record
 
 
-def plan_runs(card: Any, seeds: int, folds: int | None) -> list[tuple[str, list[str]]]:
+def plan_runs(card: Any, seeds: int, folds: int | None, cv_seeds: int = 1) -> list[tuple[str, list[str]]]:
     """The runs of ``card``: ``(label, overrides)`` per fold of its ``[cross_validation]`` (the first
-    ``folds`` of them, default all), else per seed ``0..seeds-1``."""
+    ``folds`` of them, default all; with ``cv_seeds > 1`` every fold once per seed ``0..cv_seeds-1``:
+    repeated cross-validation), else per seed ``0..seeds-1``."""
     cv = card.cross_validation or {}
     if cv:
         k = int(cv["folds"]) if folds is None else min(int(folds), int(cv["folds"]))
-        return [(f"fold-{i}", fold_overrides(i)) for i in range(k)]
+        if cv_seeds == 1:
+            return [(f"fold-{i}", fold_overrides(i)) for i in range(k)]
+        return [(f"seed-{s}-fold-{i}", [*fold_overrides(i), *seed_overrides(s)])
+                for s in range(cv_seeds) for i in range(k)]
     return [(f"seed-{i}", seed_overrides(i)) for i in range(seeds)]
 
 
@@ -219,6 +224,8 @@ def command(task_name: str, args: argparse.Namespace, cross_validation: bool) ->
     if cross_validation:
         if args.folds is not None:
             parts += ["--folds", str(args.folds)]
+        if getattr(args, "cv_seeds", 1) != 1:
+            parts += ["--cv-seeds", str(args.cv_seeds)]
     else:
         parts += ["--seeds", str(args.seeds)]
     parts += ["--limit-min", f"{args.limit_min:g}"]
@@ -247,6 +254,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     reached = [r["time_to_goal_s"] for r in ok if isinstance(r.get("time_to_goal_s"), (int, float))]
     target = goal.get("accuracy")
     statuses = sorted({r.get("status", "-") for r in runs})
+    by_seed: dict[int, list[float]] = {}
+    for r in ok:
+        by_seed.setdefault(int(r.get("seed") or 0), []).append(r["accuracy"])
     return {
         "n": len(ok), "runs": len(runs), "accuracy_mean": mean, "accuracy_std": std, "validation_accuracy_mean": val,
         "validation_loss_mean": val_loss,
@@ -257,6 +267,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "load_average_start": max((r["load_average_start"][0] for r in runs if r.get("load_average_start")), default=None),
         "threads": first.get("threads"), "baseline": first.get("baseline"), "epochs": first.get("epochs"),
         "status": ", ".join(statuses), "cross_validation": bool(first.get("cross_validation")),
+        "seed_means": [statistics.fmean(by_seed[k]) for k in sorted(by_seed)],
         "perplexity_mean": _mean_std([r["perplexity"] for r in ok if isinstance(r.get("perplexity"), (int, float))
                                       and math.isfinite(r["perplexity"])])[0],
     }
@@ -291,9 +302,15 @@ def _minutes(seconds: Any) -> str:
 
 
 def accuracy_cell(summary: dict[str, Any]) -> str:
-    """``mean ± std (n runs)`` (``(n folds)`` for cross-validation)."""
+    """``mean ± std (n runs)`` (``(n folds)`` for cross-validation; repeated cross-validation adds the
+    folds per seed and each seed's mean)."""
     if summary.get("accuracy_mean") is None:
         return "-"
+    seed_means = summary.get("seed_means") or []
+    if summary.get("cross_validation") and len(seed_means) > 1:
+        means = ", ".join(f"{m:.3f}" for m in seed_means)
+        return (f"{summary['accuracy_mean']:.3f} ± {summary['accuracy_std']:.3f} ({summary['n']} runs: "
+                f"{summary['n'] // len(seed_means)} folds x {len(seed_means)} seeds, seed means {means})")
     what = ("fold" if summary.get("cross_validation") else "run") + ("s" if summary["n"] != 1 else "")
     return f"{summary['accuracy_mean']:.3f} ± {summary['accuracy_std']:.3f} ({summary['n']} {what})"
 
@@ -348,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"runs per card, seeds 0..N-1 (default {DEFAULT_SEEDS}; cards with cross-validation run folds)")
     p.add_argument("--folds", type=int, default=None,
                    help="cards with [cross_validation]: run folds 0..N-1 only (default: every fold)")
+    p.add_argument("--cv-seeds", type=int, default=1,
+                   help="cards with [cross_validation]: run every fold with seeds 0..N-1 (repeated cross-validation; "
+                        "default 1: seed 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every run (recorded beside its result)")
     p.add_argument("--limit-min", type=float, default=30.0, help="wall-clock limit per run in minutes (default 30)")
@@ -366,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.out, args.overrides, args.result, resume=args.resume)
-    if args.seeds < 1 or (args.folds is not None and args.folds < 1):
-        print(f"--seeds / --folds: expected integers >= 1, got {args.seeds} / {args.folds}", file=sys.stderr)
+    if args.seeds < 1 or args.cv_seeds < 1 or (args.folds is not None and args.folds < 1):
+        print(f"--seeds / --cv-seeds / --folds: expected integers >= 1, got {args.seeds} / {args.cv_seeds} / "
+              f"{args.folds}", file=sys.stderr)
         return 2
     if not args.table:
         from gperc_core.data.registry import find_card, plugin_manager
@@ -383,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         pm = plugin_manager()
         for name in names:
             card = find_card(name, pm)
-            plan = plan_runs(card, args.seeds, args.folds)
+            plan = plan_runs(card, args.seeds, args.folds, args.cv_seeds)
             runs = []
             for label, extra in plan:
                 print(f"== {name} {label} (limit {args.limit_min:g} min)", flush=True)

@@ -28,6 +28,24 @@ def test_plan_runs_seeds_or_folds():
     assert tasks.plan_runs(cv, 3, 2) == [("fold-0", ["cross_validation.fold=0"]), ("fold-1", ["cross_validation.fold=1"])]
 
 
+def test_repeated_cross_validation_runs_every_fold_per_seed_and_reports_seed_means():
+    cv = SimpleNamespace(cross_validation={"folds": 10, "seed": 0})
+    plan = tasks.plan_runs(cv, 3, 2, cv_seeds=2)
+    assert plan == [("seed-0-fold-0", ["cross_validation.fold=0", "model.seed=0", "training.seed=0"]),
+                    ("seed-0-fold-1", ["cross_validation.fold=1", "model.seed=0", "training.seed=0"]),
+                    ("seed-1-fold-0", ["cross_validation.fold=0", "model.seed=1", "training.seed=1"]),
+                    ("seed-1-fold-1", ["cross_validation.fold=1", "model.seed=1", "training.seed=1"])]
+    runs = [{"accuracy": a, "seed": seed, "cross_validation": {"folds": 2, "seed": 0}, "status": "done"}
+            for seed, a in [(0, 0.8), (0, 0.9), (1, 0.6), (1, 0.7)]]
+    s = tasks.summarise(runs)
+    assert s["seed_means"] == pytest.approx([0.85, 0.65]) and s["accuracy_mean"] == pytest.approx(0.75)
+    assert tasks.accuracy_cell(s) == "0.750 ± 0.129 (4 runs: 2 folds x 2 seeds, seed means 0.850, 0.650)"
+    one_seed = tasks.summarise([r for r in runs if r["seed"] == 0])
+    assert tasks.accuracy_cell(one_seed) == "0.850 ± 0.071 (2 folds)"
+    args = SimpleNamespace(folds=None, cv_seeds=3, seeds=3, limit_min=30.0, threads=2, overrides=[])
+    assert tasks.command("graph/mutag", args, True).endswith("graph/mutag --cv-seeds 3 --limit-min 30 --threads 2")
+
+
 def test_time_to_goal_reads_the_validation_records():
     records = [{"split": "validation", "accuracy": 0.5, "train_time_s": 1.0},
                {"split": "test", "accuracy": 0.99, "train_time_s": 2.0},
