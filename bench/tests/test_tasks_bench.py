@@ -69,6 +69,9 @@ def test_summary_and_table():
     assert row.startswith("| x/y | 0.850 ± 0.050 (3 runs) | 0.850 | ≥ 0.800: met | 0.700 (lr) | 3.0 s (2/3 runs) |")
     assert "`python bench/tasks.py x/y --seeds 3`" in row
     assert "time to goal (validation)" in table and "test accuracy, mean ± std" in table
+    short = tasks.summarise([{**r, "accuracy": a} for r, a in zip(runs, (0.7996, 0.7996, 0.7996))])
+    assert tasks.goal_cell(short) == "≥ 0.800: not met (mean 0.7996)"  # 0.800 to 3 decimals, yet short of it
+    assert tasks.goal_cell({**s, "accuracy_mean": 0.75, "goal_met": False}) == "≥ 0.800: not met"
     legacy = tasks.markdown({"old/card": {"accuracy": 0.5, "train_time_s": 3.0, "status": "done"}})
     assert "| old/card | 0.500 ± 0.000 (1 run) |" in legacy
 
