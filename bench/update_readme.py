@@ -84,7 +84,8 @@ def results_section(results: dict[str, Any]) -> str:
     if results.get("tasks"):
         parts += ["### Task accuracy", "",
                   "`make bench-tasks` trains every task with its card's defaults on the build machine's CPU, "
-                  "over 3 seeds (10 folds for cross-validated cards), chooses each run's checkpoint on the "
+                  "over 3 seeds (10 folds for cross-validated cards; where a row says so, the 10 folds repeated "
+                  "with 3 seeds), chooses each run's checkpoint on the "
                   "validation split and tests it once; the full table (time to the goal, samples/s, load, "
                   "the command of each row) is [docs/bench-tasks.md](docs/bench-tasks.md).", "",
                   tasks_table(results["tasks"])]
