@@ -55,8 +55,8 @@ OPTION_DOCS: dict[str, str] = {
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int,
-    "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "graph_size": bool, "edge_tokens": bool, "node_queries": bool,
-    "output_dim": int,
+    "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "graph_size": bool, "edge_tokens": bool,
+    "node_queries": bool, "output_dim": int,
     "label_key": str,
 }
 
