@@ -13,13 +13,17 @@ of the fold accuracies per feature set.
 from __future__ import annotations
 
 import argparse
+import tomllib
+from pathlib import Path
 
 import numpy as np
+
+CARD = Path(__file__).resolve().parent / "gperc_plugin_graph/tasks/mutag.toml"
 
 FEATURES = ("proportions", "proportions+size", "counts")
 
 
-def graph_features(graph, kind: str, node_labels: int = 7, edge_labels: int = 4) -> np.ndarray:
+def graph_features(graph, kind: str, node_labels: int, edge_labels: int) -> np.ndarray:
     """The ``kind`` feature vector of ``graph``: label proportions (+ log sizes) or label counts."""
     nodes = np.bincount(graph.node_labels.numpy(), minlength=node_labels).astype(float)
     edges = (np.bincount(graph.edge_labels.numpy(), minlength=edge_labels).astype(float) if graph.num_edges
@@ -33,9 +37,12 @@ def graph_features(graph, kind: str, node_labels: int = 7, edge_labels: int = 4)
 
 
 def main() -> None:
+    card = tomllib.loads(CARD.read_text())
+    widths = card["options"]["graph"]["num_node_labels"], card["options"]["graph"]["num_edge_labels"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stratified folds (the card's: 0)")
+    parser.add_argument("--folds", type=int, default=card["cross_validation"]["folds"], help="default: the card's")
+    parser.add_argument("--seed", type=int, default=card["cross_validation"]["seed"],
+                        help="seed of the stratified folds (default: the card's)")
     args = parser.parse_args()
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -48,7 +55,7 @@ def main() -> None:
     y = data.targets.numpy()
     folds = stratified_folds(data.targets, args.folds, args.seed).numpy()
     for kind in FEATURES:
-        x = np.stack([graph_features(g, kind) for g in data.graphs])
+        x = np.stack([graph_features(g, kind, *widths) for g in data.graphs])
         accs = []
         for k in range(args.folds):
             train, test = folds != k, folds == k
