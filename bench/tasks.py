@@ -268,6 +268,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "threads": first.get("threads"), "baseline": first.get("baseline"), "epochs": first.get("epochs"),
         "status": ", ".join(statuses), "cross_validation": bool(first.get("cross_validation")),
         "seed_means": [statistics.fmean(by_seed[k]) for k in sorted(by_seed)],
+        "seed_runs": [len(by_seed[k]) for k in sorted(by_seed)],
         "perplexity_mean": _mean_std([r["perplexity"] for r in ok if isinstance(r.get("perplexity"), (int, float))
                                       and math.isfinite(r["perplexity"])])[0],
     }
@@ -309,8 +310,12 @@ def accuracy_cell(summary: dict[str, Any]) -> str:
     seed_means = summary.get("seed_means") or []
     if summary.get("cross_validation") and len(seed_means) > 1:
         means = ", ".join(f"{m:.3f}" for m in seed_means)
+        # summaries written before "seed_runs" existed came from complete runs: n // seeds folds each
+        per_seed = summary.get("seed_runs") or [summary["n"] // len(seed_means)] * len(seed_means)
+        folds = (f"{per_seed[0]} folds" if len(set(per_seed)) == 1
+                 else "folds per seed " + ", ".join(str(k) for k in per_seed))
         return (f"{summary['accuracy_mean']:.3f} ± {summary['accuracy_std']:.3f} ({summary['n']} runs: "
-                f"{summary['n'] // len(seed_means)} folds x {len(seed_means)} seeds, seed means {means})")
+                f"{folds} x {len(seed_means)} seeds, seed means {means})")
     what = ("fold" if summary.get("cross_validation") else "run") + ("s" if summary["n"] != 1 else "")
     return f"{summary['accuracy_mean']:.3f} ± {summary['accuracy_std']:.3f} ({summary['n']} {what})"
 

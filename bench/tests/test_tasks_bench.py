@@ -46,6 +46,18 @@ def test_repeated_cross_validation_runs_every_fold_per_seed_and_reports_seed_mea
     assert tasks.command("graph/mutag", args, True).endswith("graph/mutag --cv-seeds 3 --limit-min 30 --threads 2")
 
 
+def test_repeated_cross_validation_counts_the_folds_of_each_seed_when_a_run_failed():
+    runs = [{"accuracy": a, "seed": seed, "cross_validation": {"folds": 2, "seed": 0}, "status": "done"}
+            for seed, a in [(0, 0.8), (0, 0.9), (1, 0.6)]]
+    runs.append({"accuracy": None, "seed": 1, "cross_validation": {"folds": 2, "seed": 0}, "status": "failed"})
+    s = tasks.summarise(runs)
+    assert s["seed_runs"] == [2, 1] and s["n"] == 3
+    assert tasks.accuracy_cell(s) == ("0.767 ± 0.153 (3 runs: folds per seed 2, 1 x 2 seeds, "
+                                      "seed means 0.850, 0.600)")
+    old = dict(s, n=4, seed_runs=None)  # a summary written before seed_runs: complete runs assumed
+    assert "(4 runs: 2 folds x 2 seeds" in tasks.accuracy_cell(old)
+
+
 def test_time_to_goal_reads_the_validation_records():
     records = [{"split": "validation", "accuracy": 0.5, "train_time_s": 1.0},
                {"split": "test", "accuracy": 0.99, "train_time_s": 2.0},

@@ -41,6 +41,11 @@ def festival_install_hint(voices: Sequence[str]) -> str:
     return "apt-get install festival " + " ".join(FESTIVAL_VOICES[v][1] for v in voices)
 
 
+def scheme_string(text: str) -> str:
+    """``text`` as a double-quoted Scheme string literal (festival's expressions), backslashes and quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(frozen=True)
 class Clip:
     """One clip of the plan: ``file`` relative to the cache folder, its digit and who spoke it."""
@@ -57,7 +62,8 @@ class Clip:
         if self.synth == "espeak-ng":
             return ["espeak-ng", *self.args, "-w", str(out), word]
         if self.synth == "festival":
-            return ["festival", "--batch", *self.args, f'(utt.save.wave (SynthText "{word}") "{out}" \'riff)']
+            return ["festival", "--batch", *self.args,
+                    f'(utt.save.wave (SynthText "{word}") {scheme_string(str(out))} \'riff)']
         return ["flite", *self.args, "-t", word, "-o", str(out)]
 
 

@@ -101,6 +101,8 @@ def test_festival_clips_of_a_plan():
     assert command[:3] == ["festival", "--batch", "(voice_ked_diphone)"]
     assert "(Parameter.set 'Duration_Stretch 1.2)" in command and "(target_f0_mean 150)" in command[4]
     assert command[-1] == f'(utt.save.wave (SynthText "eight") "{out}" \'riff)'
+    odd = synth.Path('/tmp/a "quoted" dir\\x/out.wav')
+    assert clips[1].command(odd)[-1] == '(utt.save.wave (SynthText "eight") "/tmp/a \\"quoted\\" dir\\\\x/out.wav" \'riff)'
 
 
 @pytest.mark.parametrize("options, message", [({"test_voice": "bob"}, "test_voice"),
