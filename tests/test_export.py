@@ -54,6 +54,7 @@ def _worst(model, exported, config, lengths) -> float:
 
 @pytest.mark.parametrize("name, options, lengths", [
     ("raw-trainable", {}, (24, 7, 1)),  # dynamic m, down to 1
+    ("raw-sink", dict(encoder_sink=True), (24, 7)),  # the sink token joins every input array
     ("tokens-sinusoid-shared-max", dict(input_type="tokens", input_num_tokens=40, input_dim=16,
                                         input_pos_enc="sinusoid", share_weights=True, decoder_reduction="max"),
      (24, 5)),

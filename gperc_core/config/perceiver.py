@@ -71,6 +71,9 @@ _DEFAULTS: dict[str, Any] = {
     # the encoder key projection starts at N(0, gain^2 / fan_in) so latents read a few inputs, not their mean
     # (gperc_core.model.init; 0 keeps PyTorch's default initialisation)
     "encoder_key_init_gain": 6.0,
+    # a learned token appended to every input array that the encoder's latents may attend to instead of the
+    # input: the softmax read-out then depends on how many inputs match a query, not only on their proportion
+    "encoder_sink": False,
     # a multimodal model (`gperc_core.model.fusion.ModalityFusion`): modality -> {input_len, input_dim,
     # input_type, input_num_tokens}, and the probability that training hides a modality of a sample
     "fusion": None,
@@ -451,7 +454,8 @@ class PerceiverConfig:
         if not isinstance(gain, (int, float)) or isinstance(gain, bool) or not 0 <= gain < float("inf"):
             raise ConfigError(f"encoder_key_init_gain: expected a finite number >= 0, got {gain!r}")
         for name in ("decoder_residual", "decoder_projection", "share_weights", "encoder_residual",
-                     "fourier_concat_pos", "fourier_sine_only", "encoder_only", "tie_output_embedding"):
+                     "fourier_concat_pos", "fourier_sine_only", "encoder_only", "tie_output_embedding",
+                     "encoder_sink"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         self._validate_fusion()

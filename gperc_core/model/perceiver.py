@@ -247,7 +247,14 @@ class Embeddings(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Cross-attention of the latents over the input array; ``forward`` returns ``(latents, attention)``."""
+    """Cross-attention of the latents over the input array; ``forward`` returns ``(latents, attention)``.
+
+    With ``encoder_sink`` a learned token (``sink``, ``[1, 1, input_embed_dim]``, zeros at the start) is
+    appended to every input array and never masked: a latent can put attention on it instead of the input,
+    so the share left for the inputs that match its query grows with how many there are, and the read-out
+    can count (a softmax over the inputs alone gives the same output for an input and that input repeated
+    twice). The attention returned then has one more column, the sink's, last.
+    """
 
     def __init__(self, config: PerceiverConfig) -> None:
         super().__init__()
@@ -257,9 +264,18 @@ class EncoderBlock(nn.Module):
                            qk_dim=c.cross_qk, v_dim=c.cross_v)
         if c.encoder_key_init_gain:
             scaled_normal_(self.block.attention.key, c.encoder_key_init_gain)
+        self.sink: nn.Parameter | None = None
+        if c.encoder_sink:
+            self.sink = nn.Parameter(torch.zeros(1, 1, c.input_embed_dim))
 
     def forward(self, input_array: torch.Tensor, latent_array: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, return_attention: bool = False):
+        if self.sink is not None:
+            b = input_array.shape[0]
+            input_array = torch.cat([input_array, self.sink.to(input_array.dtype).expand(b, -1, -1)], dim=1)
+            if attention_mask is not None:
+                keep = torch.ones(b, 1, dtype=attention_mask.dtype, device=attention_mask.device)
+                attention_mask = torch.cat([attention_mask, keep], dim=1)
         return self.block(input_array, latent_array, attention_mask, return_attention)
 
 
