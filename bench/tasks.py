@@ -224,7 +224,7 @@ def command(task_name: str, args: argparse.Namespace, cross_validation: bool) ->
     if cross_validation:
         if args.folds is not None:
             parts += ["--folds", str(args.folds)]
-        if getattr(args, "cv_seeds", 1) != 1:
+        if args.cv_seeds != 1:
             parts += ["--cv-seeds", str(args.cv_seeds)]
     else:
         parts += ["--seeds", str(args.seeds)]

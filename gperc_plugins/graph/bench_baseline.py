@@ -13,12 +13,8 @@ of the fold accuracies per feature set.
 from __future__ import annotations
 
 import argparse
-import tomllib
-from pathlib import Path
 
 import numpy as np
-
-CARD = Path(__file__).resolve().parent / "gperc_plugin_graph/tasks/mutag.toml"
 
 FEATURES = ("proportions", "proportions+size", "counts")
 
@@ -37,11 +33,13 @@ def graph_features(graph, kind: str, node_labels: int, edge_labels: int) -> np.n
 
 
 def main() -> None:
-    card = tomllib.loads(CARD.read_text())
-    widths = card["options"]["graph"]["num_node_labels"], card["options"]["graph"]["num_edge_labels"]
+    from gperc_core.data.registry import find_card
+
+    card = find_card("graph/mutag")
+    widths = card.options["graph"]["num_node_labels"], card.options["graph"]["num_edge_labels"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folds", type=int, default=card["cross_validation"]["folds"], help="default: the card's")
-    parser.add_argument("--seed", type=int, default=card["cross_validation"]["seed"],
+    parser.add_argument("--folds", type=int, default=card.cross_validation["folds"], help="default: the card's")
+    parser.add_argument("--seed", type=int, default=card.cross_validation["seed"],
                         help="seed of the stratified folds (default: the card's)")
     args = parser.parse_args()
     from sklearn.linear_model import LogisticRegression
