@@ -46,6 +46,25 @@ def test_table_ranks_by_validation_and_prints_test_last():
     assert "best-on-validation" in first and "best-on-test" in second
 
 
+def _run_dir(tmp_path: Path, name: str, curve: dict[float, float]) -> dict:
+    run = tmp_path / name
+    run.mkdir()
+    lines = [{"split": "train", "step": 1, "epoch": 1.0, "loss": 0.5}]
+    lines += [{"split": "validation", "step": int(e), "epoch": e, "loss": 1.0 - a, "accuracy": a} for e, a in curve.items()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return {"run_dir": str(run)}
+
+
+def test_validation_curve_averages_runs_per_epoch(tmp_path):
+    runs = [_run_dir(tmp_path, "a", {1.0: 0.5, 2.0: 0.9, 3.0: 0.6}),       # best-of per run: 0.9 and 0.8
+            _run_dir(tmp_path, "b", {1.0: 0.7, 2.0: 0.5, 3.0: 0.8, 4.0: 1.0}),  # epoch 4: not reached by "a"
+            {"run_dir": str(tmp_path / "missing")}]                         # a run without metrics is skipped
+    curve = sweep.validation_curve(runs)
+    assert curve == {"best": pytest.approx(0.7), "epoch": 2.0, "last": pytest.approx(0.7), "last_epoch": 3.0, "runs": 2}
+    assert sweep.validation_curve([{"run_dir": str(tmp_path / "missing")}]) is None
+    assert sweep._curve_cell(curve) == "0.7000 (epoch 2); last 0.7000" and sweep._curve_cell(None) == "-"
+
+
 def test_tiny_sweep_end_to_end(tmp_path):
     spec = write(tmp_path, """
 jobs = 2
@@ -69,6 +88,9 @@ folds = 2
     for r in data["results"]:
         assert [run["run"] for run in sorted(r["runs"], key=lambda x: x["run"])] == [f"{r['name']}-fold-{k}" for k in (0, 1)]
         assert r["summary"]["n"] == 2 and 0.0 <= r["summary"]["validation_accuracy_mean"] <= 1.0
+        curve = r["summary"]["validation_curve"]
+        assert curve["runs"] == 2 and 1.0 <= curve["epoch"] <= curve["last_epoch"] <= 2.0
+        assert curve["best"] <= r["summary"]["validation_accuracy_mean"] + 1e-9  # one choice for all runs: never above best-of per run
     vals = [r["summary"]["validation_accuracy_mean"] for r in data["results"]]
     assert vals == sorted(vals, reverse=True)
     assert (out / "sweep.md").read_text().count("graph/karate") == 2
