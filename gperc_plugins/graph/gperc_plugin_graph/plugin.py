@@ -78,4 +78,15 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
     return graph_input_array(to_graph(sample, opts.label_key), opts)
 
 
-__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array", "read_file"]
+@hookimpl
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], generator: Any) -> InputArray | None:
+    """Training-time token dropping (``options['drop_tokens']``), fresh every epoch; ``None`` when off."""
+    if modality != MODALITY:
+        return None
+    from .augment import augment_array
+
+    return augment_array(array, options, generator)
+
+
+__all__ = ["gperc_register_modalities", "gperc_register_datasets", "gperc_register_tasks", "gperc_input_array",
+           "gperc_transform", "read_file"]

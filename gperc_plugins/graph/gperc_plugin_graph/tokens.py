@@ -51,13 +51,15 @@ OPTION_DOCS: dict[str, str] = {
     "node_queries": "give each sample one output query per node: node classification (default false)",
     "output_dim": "zero-pad the node queries to this width (default: the token width)",
     "label_key": "networkx node/edge attribute holding integer labels (default 'label')",
+    "drop_tokens": "training only: hide each node and edge token of a graph with this probability, afresh every "
+                   "epoch (at least one stays; default 0: off)",
 }
 
 _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "position": str, "pe_dim": int, "num_node_labels": int, "num_edge_labels": int, "label_hops": int,
     "node_feature_dim": int, "edge_feature_dim": int, "degree": bool, "graph_size": bool, "edge_tokens": bool,
     "node_queries": bool, "output_dim": int,
-    "label_key": str,
+    "label_key": str, "drop_tokens": float,
 }
 
 DATASET_OPTIONS: dict[str, Option] = {
@@ -94,6 +96,7 @@ class GraphOptions:
     node_queries: bool = False
     output_dim: int | None = None
     label_key: str = "label"
+    drop_tokens: float = 0.0
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None) -> "GraphOptions":
@@ -124,6 +127,9 @@ class GraphOptions:
                 _bad(name, "true or false", getattr(self, name))
         if not isinstance(self.label_key, str):
             _bad("label_key", "a string", self.label_key)
+        rate = self.drop_tokens
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            _bad("drop_tokens", "a number in [0, 1)", rate)
 
     @property
     def pe_width(self) -> int:
