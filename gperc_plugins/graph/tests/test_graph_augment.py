@@ -64,6 +64,16 @@ def test_bad_rates_name_the_option(value):
         _array(drop_tokens=value)
 
 
+def test_a_whole_number_rate_is_accepted_in_a_card():
+    from gperc_core.data.registry import find_card, plugin_manager
+    from gperc_core.data.tasks import Task
+
+    pm = plugin_manager()
+    for rate in (0, 0.5):
+        task = Task(find_card("graph/mutag", pm), pm, {"options.graph.drop_tokens": rate})
+        assert task.data.options["graph"]["drop_tokens"] == rate
+
+
 def test_training_batches_hide_tokens_afresh_each_epoch_and_evaluation_sees_all():
     from gperc_core.data.loader import SampleDataset
     from gperc_core.data.registry import find_card, plugin_manager
