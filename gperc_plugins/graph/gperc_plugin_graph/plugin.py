@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gperc_core import DatasetSpec, InputArray, InputError, ModalitySpec, hookimpl, packaged_task_cards
 
 from . import PLUGIN_NAME
@@ -79,7 +81,8 @@ def gperc_input_array(modality: str, sample: Any, options: dict[str, Any]) -> In
 
 
 @hookimpl
-def gperc_transform(modality: str, array: InputArray, options: dict[str, Any], generator: Any) -> InputArray | None:
+def gperc_transform(modality: str, array: InputArray, options: dict[str, Any],
+                    generator: torch.Generator) -> InputArray | None:
     """Training-time token dropping (``options['drop_tokens']``), fresh every epoch; ``None`` when off."""
     if modality != MODALITY:
         return None
