@@ -30,6 +30,8 @@ class TrainingConfig:
     ``ema_decay`` (default ``None``: off) keeps an exponential moving average of the weights
     (`gperc_core.train.ema`); validation, the best-weights choice, the test figure and the saved model
     then use the averaged weights.
+    ``mixup`` (default 0: off) trains a classifier on mixed pairs of samples, the mixing weight drawn
+    from ``Beta(mixup, mixup)`` per batch (`gperc_core.train.mixup`; floating-point inputs only).
     ``max_eval_samples`` cuts the validation and the test split alike.
     """
 
@@ -59,6 +61,7 @@ class TrainingConfig:
     length_bucketing: bool = True
     early_stopping_patience: int | None = None
     ema_decay: float | None = None
+    mixup: float = 0.0
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -108,6 +111,8 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{name}: expected a number in [0, 1], got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"{where}.ema_decay: expected a number in (0, 1) or None, got {self.ema_decay!r}")
+        if self.mixup < 0:
+            raise ConfigError(f"{where}.mixup: expected a number >= 0 (0: off), got {self.mixup!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError(f"{where}.grad_clip / weight_decay: expected numbers >= 0, got "
                               f"{self.grad_clip!r} / {self.weight_decay!r}")

@@ -536,9 +536,10 @@ class PipelineHandle:
             raise InputError(f"target: expected a tensor, got {describe(target)}")
         if self._builtin_loss:
             expected = logits_shape[:-1]
-            if tuple(target.shape) != expected or target.dtype.is_floating_point:
-                raise InputError(f"target: expected integer class ids of shape {list(expected)}, "
-                                 f"got {describe(target)}")
+            soft = target.dtype.is_floating_point and tuple(target.shape) == logits_shape and len(logits_shape) == 2
+            if not soft and (tuple(target.shape) != expected or target.dtype.is_floating_point):
+                raise InputError(f"target: expected integer class ids of shape {list(expected)} (or class "
+                                 f"probabilities of shape {list(logits_shape)}), got {describe(target)}")
         elif target.shape[0] != logits_shape[0]:
             raise InputError(f"target: expected {logits_shape[0]} rows (the batch size), got {describe(target)}")
 

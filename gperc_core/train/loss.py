@@ -18,7 +18,9 @@ __all__ = ["MaskedCrossEntropy", "IGNORE_INDEX"]
 
 
 class MaskedCrossEntropy:
-    """Cross-entropy of logits ``[b, C]`` / ``[b, o, C]`` against targets ``[b]`` / ``[b, o]``.
+    """Cross-entropy of logits ``[b, C]`` / ``[b, o, C]`` against targets ``[b]`` / ``[b, o]``, or against
+    soft targets: class probabilities ``[b, C]`` in float (`gperc_core.train.mixup`; an all-zero row is
+    unlabelled).
 
     ``loss(logits, target)`` returns ``sum over labelled targets / normaliser`` in float32; the
     normaliser defaults to 1 and is set per step (e.g. ``loss.normaliser = loss.count(target)``
@@ -31,12 +33,18 @@ class MaskedCrossEntropy:
 
     @staticmethod
     def count(target: torch.Tensor) -> int:
-        """Number of labelled targets (those not equal to `IGNORE_INDEX`)."""
+        """Number of labelled targets (those not equal to `IGNORE_INDEX`; soft targets: non-zero rows)."""
+        if target.dtype.is_floating_point:
+            return int((target.sum(dim=-1) > 0).sum())
         return int((target != IGNORE_INDEX).sum())
 
     def total(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float | None = None) -> torch.Tensor:
         """Sum of the per-target losses over the labelled targets (float32 scalar)."""
         smoothing = self.label_smoothing if label_smoothing is None else float(label_smoothing)
+        if target.dtype.is_floating_point:  # class probabilities [b, C]: score the non-zero rows
+            keep = target.sum(dim=-1) > 0
+            return F.cross_entropy(logits[keep].float(), target[keep].float(), reduction="sum",
+                                   label_smoothing=smoothing)
         flat, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
         if logits.dim() == 3:  # per-query targets (e.g. masked tokens): score the labelled rows alone
             keep = labels != IGNORE_INDEX

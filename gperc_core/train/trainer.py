@@ -43,6 +43,7 @@ from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supporte
 from gperc_core.train.loss import MaskedCrossEntropy
 from gperc_core.train.ema import WeightEMA
 from gperc_core.train.metrics import MetricAccumulator, append_jsonl
+from gperc_core.train.mixup import Mixup, check_mixable
 from gperc_core.train.strategy import SingleProcess, StateView, Strategy, run_model
 
 
@@ -161,6 +162,7 @@ class Trainer:
         self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
         self.optimizer = self._build_optimizer()
         self.ema = WeightEMA(self.strategy.named_parameters(), self.cfg.ema_decay) if self.cfg.ema_decay else None
+        self.mixup = self._build_mixup(probe)
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.step = 0
@@ -200,6 +202,14 @@ class Trainer:
             if param.requires_grad:
                 (decay if param.dim() >= 2 else no_decay).append((name, param))
         return [decay, no_decay]
+
+    def _build_mixup(self, probe: Mapping[str, Any]) -> Mixup | None:
+        """The batch mixer of ``training.mixup`` (``None`` when off); refuses a task whose batches
+        (``probe``) cannot be mixed, before training starts."""
+        if not self.cfg.mixup:
+            return None
+        check_mixable(probe)
+        return Mixup(self.cfg.mixup, self.config.num_classes, self.cfg.seed)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         self.group_names = [[n for n, _ in g] for g in self._param_groups(self.strategy.named_parameters())]
@@ -257,6 +267,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        if self.mixup is not None:
+            batch = self.mixup(batch, self.step)
         loss = self.strategy.backward(batch, self.autocast)
         if self.cfg.grad_clip > 0:
             self.strategy.clip_grad_norm_(self.cfg.grad_clip)
