@@ -60,7 +60,10 @@ def _union(mask: Any, perm: torch.Tensor) -> Any:
     if isinstance(mask, Mapping):
         return {name: _union(m, perm) for name, m in mask.items()}
     real = resolve_mask(mask)
-    return mask if real is None else real.bool() | real.bool()[perm]
+    if real is None:
+        return mask
+    real = real.bool()
+    return real | real[perm]
 
 
 def _mix(value: Any, perm: torch.Tensor, lam: float) -> Any:
@@ -76,11 +79,9 @@ def mix_batch(batch: Mapping[str, Any], num_classes: int, lam: float, perm: torc
     check_mixable(batch)
     target = batch["target"]
     labelled = target != IGNORE_INDEX
-    one_hot = torch.zeros(target.shape[0], num_classes, dtype=torch.float32)
-    one_hot[labelled] = torch.nn.functional.one_hot(target[labelled].long(), num_classes).float()
+    one_hot = torch.nn.functional.one_hot(target.clamp(min=0).long(), num_classes).float()
     soft = lam * one_hot + (1.0 - lam) * one_hot[perm]
-    soft[~labelled] = 0.0
-    soft[~labelled[perm]] = 0.0  # a padding row mixed into a real one carries no label for its share
+    soft *= (labelled & labelled[perm]).unsqueeze(1)  # a row mixed with a padding row carries no label
     out = dict(batch)
     out["input_array"] = _mix(batch["input_array"], perm, lam)
     if batch.get("attention_mask") is not None:
