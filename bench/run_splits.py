@@ -21,7 +21,7 @@ def load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     """``(task, model, {split: data})``: the run's task, its best weights in evaluation mode, and its
     validation and test splits (built as the trainer builds them; nothing is written)."""
     from gperc_core.data.tasks import Task
-    from gperc_core.model.fusion import load_any_model
+    from gperc_core.model.build import load_any_model
     from gperc_core.train.trainer import Trainer
 
     task = Task.from_run(run_dir)

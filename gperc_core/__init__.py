@@ -37,7 +37,8 @@ _EXPORTS: dict[str, str] = {
     "ProcessorBlock": "gperc_core.models", "DecoderBlock": "gperc_core.models", "Perceiver": "gperc_core.models",
     "build_position_encoding": "gperc_core.models", "get_distributed_model": "gperc_core.models",
     "fourier_features": "gperc_core.model.position",
-    "ModalityFusion": "gperc_core.model.fusion",
+    "ModalityFusion": "gperc_core.model.fusion", "model_for_config": "gperc_core.model.build",
+    "load_any_model": "gperc_core.model.build", "Ensemble": "gperc_core.model.ensemble",
     # interop
     "from_transformers": "gperc_core.interop.transformers", "image_to_gperc": "gperc_core.interop.transformers",
     "MASK_SENTINEL": "gperc_core.model.sentinels", "OUTPUT_SENTINEL": "gperc_core.model.sentinels",
@@ -84,6 +85,8 @@ if TYPE_CHECKING:  # static analysers and docs tools see the eager imports
     from gperc_core.data.userdata import USER_DATA_OPTIONS, UserData, UserDataWarning, UserSamples
     from gperc_core.errors import (CheckpointError, ConfigError, GpercError, InputError, PluginError, PluginHookError,
                                    RunLockedError, TaskError)
+    from gperc_core.model.build import load_any_model, model_for_config
+    from gperc_core.model.ensemble import Ensemble
     from gperc_core.model.fusion import ModalityFusion
     from gperc_core.model.position import fourier_features
     from gperc_core.model.sentinels import (IGNORE_INDEX, MASK_SENTINEL, OUTPUT_SENTINEL, is_mask_sentinel, is_output_sentinel,

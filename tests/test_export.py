@@ -15,7 +15,8 @@ from gperc_core import CheckpointError, ConfigError, InputError, api
 from gperc_core.cli import main
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.interop.onnx import ExportedModel, export_model, input_names
-from gperc_core.model.fusion import fused_config, model_for_config
+from gperc_core.model.fusion import fused_config
+from gperc_core.model.build import model_for_config
 
 from taskfakes import fake_pm
 
@@ -62,6 +63,7 @@ def _worst(model, exported, config, lengths) -> float:
                            decoder_reduction=None, output_len=3, cross_heads=1, self_widening=2), (24, 13)),
     ("tokens-eot", dict(input_type="tokens", input_num_tokens=40, input_dim=16, decoder_reduction="eot",
                         output_len=24), (24,)),  # m fixed to output_len
+    ("ensemble-3", dict(ensemble_size=3), (24, 7)),  # the graph averages the members' probabilities
 ])
 def test_onnx_runs_in_onnxruntime_like_gperc(tmp_path, name, options, lengths):
     config = PerceiverConfig(**{**BASE, **options})

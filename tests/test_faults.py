@@ -200,7 +200,7 @@ def test_hostile_config_is_refused_without_allocating(tmp_path):
         import json, resource, sys
         from pathlib import Path
         from gperc_core.errors import CheckpointError
-        from gperc_core.model.fusion import load_any_model
+        from gperc_core.model.build import load_any_model
         folder = Path({str(tmp_path)!r})
         peak = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (peak + 512 * 2 ** 20, resource.RLIM_INFINITY))

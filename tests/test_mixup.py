@@ -167,13 +167,14 @@ PIPE = {"training.epochs": 1, "training.batch_size": 10, "training.max_train_sam
         "model.dropout": 0.0, "model.num_layers": 2, "training.mixup": 0.4}
 
 
-def _three_steps(trainer: Trainer) -> dict:
+def three_steps(trainer: Trainer) -> dict:
+    """Train ``trainer`` 3 steps; its full state, its validation metrics and whether it is the main process."""
     for step, batch in trainer.train_batches(0):
         if step >= 3:
             break
         trainer.train_step(batch)
     return {"state": {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()},
-            "is_main": trainer.is_main}
+            "eval": trainer.evaluate(), "is_main": trainer.is_main}
 
 
 def _pipeline_worker(ctx, root: str):
@@ -183,12 +184,12 @@ def _pipeline_worker(ctx, root: str):
 
     options = ParallelOptions(pipeline_stages=2, microbatches=2)
     task = create_task("blob/blobs", pm=fake_pm(), **PIPE)
-    return _three_steps(Trainer(task, Path(root) / "pipe", strategy=Pipelined(ctx, build_layout(2, ctx), options)))
+    return three_steps(Trainer(task, Path(root) / "pipe", strategy=Pipelined(ctx, build_layout(2, ctx), options)))
 
 
 def test_a_pipeline_mixes_like_one_process(tmp_path):
     torch.manual_seed(0)
-    single = _three_steps(Trainer(create_task("blob/blobs", pm=fake_pm(), **PIPE), tmp_path / "single"))
+    single = three_steps(Trainer(create_task("blob/blobs", pm=fake_pm(), **PIPE), tmp_path / "single"))
     main = [r for r in spawn_workers(_pipeline_worker, 2, args=(str(tmp_path),), timeout_s=90) if r["is_main"]][0]
     assert set(main["state"]) == set(single["state"])
     diff = max((main["state"][k] - single["state"][k]).abs().max().item() for k in single["state"])

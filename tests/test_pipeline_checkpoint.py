@@ -119,7 +119,7 @@ def test_torchrun_pipeline_run_resumes_in_a_single_process(tmp_path):
     pytest.importorskip("gperc_plugin_audio")
     pytest.importorskip("gperc_plugin_image")
     from gperc_core.parallel.distributed import free_port
-    from gperc_core.model.fusion import load_any_model
+    from gperc_core.model.build import load_any_model
 
     out = tmp_path / "run"
     small = ["--set", "training.max_train_samples=64", "--set", "training.max_eval_samples=32",

@@ -59,6 +59,17 @@ def test_plugins_ship_their_cards_and_every_indexed_task_is_shipped():
     assert indexed == shipped                 # the index names every card the plugins ship, and only those
 
 
+def test_no_shipped_card_forces_bf16_on():
+    """A card leaves bf16 to auto (on where the device has native bf16) or turns it off: forced on, a CPU
+    without native bf16 emulates it at about a twelfth of the fp32 speed (gperc_core.train.device)."""
+    from gperc_core.plugins.manager import get_plugin_manager
+
+    cards = load_registry(get_plugin_manager(allow=["image", "audio", "text", "graph"], strict=True))
+    forced = [name for name, card in cards.items() if card.training.get("bf16") is True]
+    assert forced == []
+    assert "bf16" not in cards["text/wordnet-supersense"].training   # auto: its width 128 gets bf16 where native
+
+
 def test_a_known_task_whose_plugin_is_missing_names_the_install_line():
     from gperc_core.data.tasks import describe_tasks, find_card
 

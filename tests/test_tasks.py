@@ -7,7 +7,8 @@ import torch
 
 from gperc_core import InputArray, ModalityFusion, Perceiver, create_task, hookimpl, list_tasks
 from gperc_core.errors import ConfigError, InputError, TaskError
-from gperc_core.model.fusion import fused_config, load_any_model, subset_masks
+from gperc_core.model.fusion import fused_config, subset_masks
+from gperc_core.model.build import load_any_model
 from gperc_core.data.tasks import pair_by_target, parse_assignments, parse_value
 
 from taskfakes import CharTokenizer, FakePlugin, fake_pm

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import warnings
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from gperc_core.io import checkpoint as ckpt
 from gperc_core import create_task
 from gperc_core.io import runs
 from gperc_core.errors import CheckpointError, ConfigError, TaskError
+from gperc_core.train.device import EmulatedBF16Warning
 from gperc_core.train.trainer import CPU_BF16_MIN_WIDTH, Trainer, TrainingConfig, auto_bf16, bf16_supported
 
 from taskfakes import fake_pm
@@ -146,6 +148,23 @@ def test_interrupt_leaves_a_resumable_checkpoint(pm, tmp_path, monkeypatch):
     assert resumed.load_checkpoint() == 5 and resumed.fit()["step"] == 8
 
 
+def test_forcing_bf16_without_native_support_warns_by_name(pm, tmp_path, monkeypatch):
+    """training.bf16 = True on a device without native bf16 still trains in bf16, and says why it is slow;
+    where bf16 is native, or bf16 is left to auto, nothing is said."""
+    import gperc_core.train.device as device
+
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: False)
+    with pytest.warns(EmulatedBF16Warning, match=r"training.bf16: expected a device with native bf16 .* got cpu"):
+        trainer = make(pm, tmp_path / "forced", **{"training.bf16": True})
+    assert trainer.bf16
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmulatedBF16Warning)
+        assert make(pm, tmp_path / "native", **{"training.bf16": True}).bf16
+        assert not make(pm, tmp_path / "off", **{"training.bf16": False}).bf16
+    assert not device.warn_if_emulated_bf16(torch.device("cpu"))
+
+
 def test_bf16_and_training_config_validation(pm, tmp_path):
     assert isinstance(bf16_supported(torch.device("cpu")), bool)
     assert not make(pm, tmp_path / "auto").bf16  # a narrow model on CPU: bf16 autocast is not known to pay
@@ -154,7 +173,11 @@ def test_bf16_and_training_config_validation(pm, tmp_path):
     assert narrow.latent_dim < CPU_BF16_MIN_WIDTH and not auto_bf16(cpu, narrow)
     assert not auto_bf16(cpu, narrow.replace(latent_dim=CPU_BF16_MIN_WIDTH - 2, num_heads=2))
     assert auto_bf16(cpu, narrow.replace(latent_dim=CPU_BF16_MIN_WIDTH)) == bf16_supported(cpu)
-    trainer = make(pm, tmp_path, **{"training.bf16": True})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer = make(pm, tmp_path, **{"training.bf16": True})
+    emulated = [w for w in seen if issubclass(w.category, EmulatedBF16Warning)]
+    assert len(emulated) == (0 if bf16_supported(cpu) else 1)   # forced on where bf16 is emulated: said once
     loss = trainer.train_step(trainer.train_data.batch(torch.arange(8)))
     assert loss == loss and trainer.step == 1  # finite under bf16 autocast
     with pytest.raises(ConfigError, match="training.batch_size: expected a positive integer, got 0"):

@@ -30,7 +30,7 @@ def load_run_model(run_dir: str | Path, checkpoint: bool = False, device: Any = 
     """
     from gperc_core.errors import CheckpointError
     from gperc_core.io.runs import check_run_dir, latest_checkpoint
-    from gperc_core.model.fusion import load_any_model
+    from gperc_core.model.build import load_any_model
 
     run_dir = check_run_dir(run_dir)
     final = run_dir / "model.safetensors"

@@ -161,7 +161,7 @@ def resume(run_dir: str | Path, *, overrides: Mapping[str, Any] | None = None, p
     def make_task() -> Any:
         """The run's task, its model config checked against the latest checkpoint before any build."""
         from gperc_core.io.runs import check_resumable
-        from gperc_core.model.fusion import model_for_config
+        from gperc_core.model.build import model_for_config
 
         card = validate_card(record["card"], source=str(folder / "task.json"))
         task = create_task(record["task"], pm=pm, card=card, **merged)

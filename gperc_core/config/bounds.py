@@ -18,7 +18,7 @@ MAX_SIZE = 2 ** 24
 """The largest length, width, vocabulary or class count a config may ask for."""
 
 MAX_COUNT = 2 ** 12
-"""The largest number of layers, heads or Fourier bands."""
+"""The largest number of layers, heads, Fourier bands or ensemble members."""
 
 MAX_WIDENING = 2 ** 8
 """The largest feed-forward widening factor."""
@@ -28,7 +28,8 @@ MAX_ELEMENTS = 2 ** 34
 
 SIZE_FIELDS = ("input_len", "input_dim", "latent_len", "latent_dim", "output_len", "output_dim", "ffw_latent",
                "ffw_output", "input_num_tokens", "n_classes")
-COUNT_FIELDS = ("num_heads", "num_layers", "cross_heads", "self_heads", "decoder_heads", "fourier_num_bands")
+COUNT_FIELDS = ("num_heads", "num_layers", "cross_heads", "self_heads", "decoder_heads", "fourier_num_bands",
+                "ensemble_size")
 WIDENING_FIELDS = ("cross_widening", "self_widening")
 _PAIRS = (("input_len", "input_dim"), ("latent_len", "latent_dim"), ("output_len", "output_dim"),
           ("input_num_tokens", "input_dim"), ("latent_dim", "ffw_latent"), ("output_dim", "ffw_output"),

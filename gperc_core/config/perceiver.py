@@ -97,6 +97,8 @@ _DEFAULTS: dict[str, Any] = {
     "tie_output_embedding": False,
     # convolutions over the input grid before the encoder (gperc_core.model.stem): {channels, strides, kernel_size}
     "input_stem": None,
+    # a deep ensemble of this many independently initialised models (gperc_core.model.ensemble; 1: one model)
+    "ensemble_size": 1,
 }
 
 FIELD_DOCS: dict[str, str] = {
@@ -460,6 +462,10 @@ class PerceiverConfig:
                 raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         self._validate_fusion()
         self._validate_stem()
+        _positive_int("ensemble_size", self.ensemble_size)
+        if self.ensemble_size > 1 and self.encoder_only:
+            raise ConfigError(f"ensemble_size: expected 1 with encoder_only=True (members' latents are not "
+                              f"probabilities to average), got {self.ensemble_size}")
         return self
 
     def _validate_interop(self) -> None:

@@ -126,7 +126,7 @@ class Task:
 
     def build_model(self) -> torch.nn.Module:
         """Return a fresh model for the task (a `Perceiver`, or a `ModalityFusion` for multimodal tasks)."""
-        from gperc_core.model.fusion import model_for_config
+        from gperc_core.model.build import model_for_config
 
         return model_for_config(self.infer_config() if self.config is None else self.config)
 

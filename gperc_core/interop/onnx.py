@@ -80,6 +80,11 @@ def check_exportable(model: nn.Module, fmt: str) -> PerceiverConfig:
     config = getattr(model, "config", None)
     if not isinstance(config, PerceiverConfig):
         raise ConfigError(f"model.config: expected a PerceiverConfig, got {type(config).__name__}")
+    members = getattr(model, "members", None)
+    if members is not None:  # an ensemble (gperc_core.model.ensemble): the graph averages its members' probabilities
+        for member in members:
+            check_exportable(member, fmt)
+        return config
     perceiver = getattr(model, "perceiver", model)
     missing = [name for name in ("encoder", "decoder") if getattr(perceiver, name, None) is None]
     if getattr(model, "perceiver", None) is not None and model.projections is None:
@@ -157,7 +162,7 @@ def _metadata(config: PerceiverConfig, output_array: bool) -> str:
 
 
 def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx", output_array: bool = False) -> Path:
-    """Write ``model`` (a `Perceiver` or `ModalityFusion`) to ``path`` in ``fmt`` (`EXPORT_FORMATS`),
+    """Write ``model`` (a `Perceiver`, `ModalityFusion` or `gperc_core.model.ensemble.Ensemble`) to ``path`` in ``fmt`` (`EXPORT_FORMATS`),
     traced in fp32 eval mode on the CPU; returns the path. With ``output_array`` the graph takes the
     decoder queries as its last input (``[batch, o, output_dim]``, for tasks whose samples bring
     their own), else it reads out with the model's own.

@@ -26,7 +26,7 @@ from torch import nn
 
 from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.errors import ConfigError, InputError, describe
-from gperc_core.model.perceiver import Materialise, Perceiver, build_unit, materialising, unit_prefix
+from gperc_core.model.perceiver import Perceiver, build_unit, unit_prefix
 
 _SPEC_KEYS = ("input_len", "input_dim", "input_type", "input_num_tokens")
 FUSION_KEYS = ("dim", "modality_dropout", "modality_ensemble")
@@ -239,23 +239,11 @@ def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.log_softmax(t.float(), dim=-1) for t in logits]).mean(0)
 
 
-def model_for_config(config: PerceiverConfig, materialise: Materialise | None = None) -> nn.Module:
-    """Return a fresh model for ``config``: a `ModalityFusion` when it has a ``fusion`` field, else a `Perceiver`.
-
-    ``materialise`` (unit name -> bool) builds the units it rejects on the meta device: a pipeline rank
-    builds only its stages' weights, equal to the single-process model's."""
-    with materialising(materialise):
-        return ModalityFusion(config) if config.get("fusion") else Perceiver(config)
+def single_model_class(config: PerceiverConfig) -> type[nn.Module]:
+    """The class of one model of ``config`` (ignoring ``ensemble_size``): a `ModalityFusion` when it has a
+    ``fusion`` field, else a `Perceiver`."""
+    return ModalityFusion if config.get("fusion") else Perceiver
 
 
-def load_any_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load ``directory``'s model (a `Perceiver` or a `ModalityFusion`, as its config says)."""
-    from gperc_core.io.checkpoint import load_model, read_config
-
-    config = read_config(directory)
-    cls = ModalityFusion if config.get("fusion") else Perceiver
-    return load_model(directory, map_location=map_location, model_cls=cls)
-
-
-__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "model_for_config", "load_any_model", "FUSION_KEYS",
-           "subset_masks", "mean_log_probs"]
+__all__ = ["ModalityFusion", "fused_config", "fusion_spec", "single_model_class", "FUSION_KEYS", "subset_masks",
+           "mean_log_probs"]

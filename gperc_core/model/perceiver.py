@@ -94,7 +94,11 @@ def build_unit(seed: int, name: str) -> Iterator[None]:
 def _check_config(config: Any) -> PerceiverConfig:
     if not isinstance(config, PerceiverConfig):
         raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
-    return config.validate()
+    config.validate()
+    if config.ensemble_size != 1:
+        raise ConfigError(f"ensemble_size: expected 1 for one model (gperc_core.model_for_config builds the "
+                          f"Ensemble of a config with more), got {config.ensemble_size}")
+    return config
 
 
 def validate_inputs(config: PerceiverConfig, input_array: Any, attention_mask: Any = None,

@@ -39,7 +39,7 @@ from gperc_core.train.device import to_device
 from gperc_core.train.loss import MaskedCrossEntropy
 
 __all__ = ["PipelinePlan", "plan_stages", "block_costs", "measure_block_times", "stage_units", "cut_stage",
-           "PipelineHandle", "build_pipeline", "SCHEDULES", "REFUSED_SCHEDULES"]
+           "PipelineHandle", "build_pipeline", "check_single_model", "SCHEDULES", "REFUSED_SCHEDULES"]
 
 SCHEDULES: dict[str, str] = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B",
                              "interleaved": "ScheduleInterleaved1F1B"}
@@ -659,6 +659,14 @@ def _check_positive(name: str, value: Any) -> int:
     return value
 
 
+def check_single_model(config: PerceiverConfig) -> None:
+    """Raise `ConfigError` when ``config`` describes a deep ensemble (``ensemble_size`` > 1): pipeline stages
+    split one model's layers."""
+    if config.ensemble_size > 1:
+        raise ConfigError(f"ensemble_size: expected 1 for a pipeline-parallel model (stages split one model's "
+                          f"layers; train an ensemble in one process or with DDP), got {config.ensemble_size}")
+
+
 def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, schedule: str = "1f1b",
                    microbatches: int | None = None, group: Any = None, dp_group: Any = None,
                    device: str | torch.device | None = None,
@@ -685,7 +693,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     """
     if not isinstance(config, PerceiverConfig):
         raise ConfigError(f"config: expected a PerceiverConfig, got {type(config).__name__}")
-    config.validate()
+    check_single_model(config.validate())
     name = normalise_schedule(schedule)
     if not dist.is_available() or not dist.is_initialized():
         raise ConfigError("build_pipeline: expected an initialised torch.distributed process group, got none "
@@ -720,7 +728,7 @@ def build_pipeline(config: PerceiverConfig, *, num_stages: int | None = None, sc
     stage_ids = [s for s in range(num_stages) if s % size == rank]
     owned = set().union(*(stage_units(config, *plan.bounds[s]) for s in stage_ids))
     if model is None:
-        from gperc_core.model.fusion import model_for_config
+        from gperc_core.model.build import model_for_config
 
         model = model_for_config(config, materialise=owned.__contains__)
     elif getattr(model, "config", None) != config or not isinstance(model, nn.Module):

@@ -17,8 +17,8 @@ from gperc_core.config.perceiver import PerceiverConfig
 from gperc_core.config.training import TrainingConfig
 from gperc_core.parallel.distributed import DistContext, ParallelLayout
 from gperc_core.parallel.options import ParallelOptions
-from gperc_core.parallel.pipeline import (PipelineHandle, build_pipeline, measure_block_times, merge_dicts,
-                                         normalise_schedule)
+from gperc_core.parallel.pipeline import (PipelineHandle, build_pipeline, check_single_model, measure_block_times,
+                                         merge_dicts, normalise_schedule)
 from gperc_core.parallel.strategy import DistributedStrategy
 from gperc_core.train.device import to_device
 from gperc_core.train.loss import MaskedCrossEntropy
@@ -58,6 +58,7 @@ class Pipelined(DistributedStrategy):
     def prepare(self, build_model: Callable[[], nn.Module], config: PerceiverConfig, training: TrainingConfig,
                 loss: MaskedCrossEntropy, probe: Mapping[str, Any]) -> None:
         check_no_compile(training)
+        check_single_model(config)
         costs = None
         if self.options.balance == "measured":
             costs = self._measured_costs(build_model, probe)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import torch
 
 from gperc_core.errors import ConfigError
 
-__all__ = ["resolve_device", "bf16_supported", "auto_bf16", "to_device", "CPU_BF16_MIN_WIDTH"]
+__all__ = ["resolve_device", "bf16_supported", "auto_bf16", "warn_if_emulated_bf16", "EmulatedBF16Warning", "to_device",
+           "CPU_BF16_MIN_WIDTH"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +58,25 @@ def auto_bf16(device: torch.device, config: Any) -> bool:
     if not bf16_supported(device):
         return False
     return device.type == "cuda" or int(getattr(config, "latent_dim", 0)) >= CPU_BF16_MIN_WIDTH
+
+
+class EmulatedBF16Warning(UserWarning):
+    """bf16 autocast was asked for on a device without native bf16: it runs, much slower than fp32."""
+
+
+def warn_if_emulated_bf16(device: torch.device) -> bool:
+    """Warn (`EmulatedBF16Warning`) when bf16 autocast is forced on ``device`` although it lacks native bf16
+    (`bf16_supported` is False: e.g. a CPU with AVX2 but no AVX-512 BF16 or AMX). There every bf16 matmul is
+    emulated: text/wordnet-supersense trained at 20 samples/s in bf16 against 254 in fp32 on a 2-core AVX2
+    EPYC. Returns whether it warned."""
+    if bf16_supported(device):
+        return False
+    capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+    warnings.warn(f"training.bf16: expected a device with native bf16 when bf16 autocast is forced on, got {device} "
+                  f"({capability}; no AVX-512 BF16 / AMX or CUDA bf16): bf16 is emulated there, about 10x slower "
+                  f"than fp32. Leave training.bf16 unset (auto: bf16 only where it pays) or pass --no-bf16.",
+                  EmulatedBF16Warning, stacklevel=3)
+    return True
 
 
 def to_device(value: Any, device: torch.device) -> Any:

@@ -25,22 +25,35 @@ class MaskedCrossEntropy:
     ``loss(logits, target)`` returns ``sum over labelled targets / normaliser`` in float32; the
     normaliser defaults to 1 and is set per step (e.g. ``loss.normaliser = loss.count(target)``
     for a mean). ``label_smoothing`` is `torch.nn.functional.cross_entropy`'s.
+
+    ``members = K > 1`` scores the training output of a K-member `gperc_core.model.ensemble.Ensemble`:
+    logits ``[K * b, ...]`` (member by member) against targets ``[b, ...]``, each member against the same
+    targets, so the mean is the mean of the members' own losses and `count` counts K per labelled target.
     """
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, members: int = 1) -> None:
+        if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+            raise ValueError(f"members: expected a positive integer, got {members!r}")
         self.label_smoothing = float(label_smoothing)
+        self.members = members
         self.normaliser = 1.0
 
-    @staticmethod
-    def count(target: torch.Tensor) -> int:
-        """Number of labelled targets (those not equal to `IGNORE_INDEX`; soft targets: non-zero rows)."""
+    def count(self, target: torch.Tensor) -> int:
+        """Number of labelled targets (those not equal to `IGNORE_INDEX`; soft targets: non-zero rows),
+        once per member."""
         if target.dtype.is_floating_point:
-            return int((target.sum(dim=-1) > 0).sum())
-        return int((target != IGNORE_INDEX).sum())
+            return int((target.sum(dim=-1) > 0).sum()) * self.members
+        return int((target != IGNORE_INDEX).sum()) * self.members
 
     def total(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float | None = None) -> torch.Tensor:
         """Sum of the per-target losses over the labelled targets (float32 scalar)."""
         smoothing = self.label_smoothing if label_smoothing is None else float(label_smoothing)
+        if self.members > 1:
+            if logits.shape[0] != self.members * target.shape[0]:
+                raise ValueError(f"logits: expected {self.members} x {target.shape[0]} = "
+                                 f"{self.members * target.shape[0]} rows (an ensemble's members, each scoring the "
+                                 f"batch), got {logits.shape[0]}")
+            target = target.repeat(self.members, *([1] * (target.dim() - 1)))
         if target.dtype.is_floating_point:  # class probabilities [b, C]: score the non-zero rows
             keep = target.sum(dim=-1) > 0
             return F.cross_entropy(logits[keep].float(), target[keep].float(), reduction="sum",

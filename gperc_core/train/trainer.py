@@ -39,7 +39,8 @@ from gperc_core.data.cards import SELECTION_METRICS
 from gperc_core.errors import CheckpointError
 from gperc_core.io import checkpoint as ckpt
 from gperc_core.io import runs
-from gperc_core.train.device import CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supported, resolve_device, to_device
+from gperc_core.train.device import (CPU_BF16_MIN_WIDTH, auto_bf16, bf16_supported, resolve_device, to_device,
+                                     warn_if_emulated_bf16)
 from gperc_core.train.loss import MaskedCrossEntropy
 from gperc_core.train.ema import WeightEMA
 from gperc_core.train.metrics import MetricAccumulator, append_jsonl
@@ -152,7 +153,7 @@ class Trainer:
         self.eval_data = task.split(self.split_names["validation"])  # evaluated every epoch; selection
         self._test_data: Any = None
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
-        self.loss = MaskedCrossEntropy(self.cfg.label_smoothing)
+        self.loss = MaskedCrossEntropy(self.cfg.label_smoothing, members=int(self.config.get("ensemble_size", 1)))
         self.loader = task.train_loader(trim=self.trim, fixed_shapes=not self.trim,
                                         sentinels=self.strategy.sentinels, pin_memory=self.device.type == "cuda")
         probe = self.loader.probe(self.cfg.batch_size)
@@ -160,6 +161,8 @@ class Trainer:
         self.loader.shard(*self.strategy.data_shard(), self.strategy.row_multiple)
         self.model = self.strategy.module
         self.bf16 = auto_bf16(self.device, self.config) if self.cfg.bf16 is None else bool(self.cfg.bf16)
+        if self.bf16 and self.strategy.is_main:
+            warn_if_emulated_bf16(self.device)
         self.optimizer = self._build_optimizer()
         self.ema = WeightEMA(self.strategy.named_parameters(), self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.mixup = self._build_mixup(probe)
@@ -221,7 +224,7 @@ class Trainer:
     def _full_group_names(self) -> list[list[str]]:
         """The optimizer groups' parameter names of the whole (single-process) model, from a meta build."""
         if not hasattr(self, "_full_names"):
-            from gperc_core.model.fusion import model_for_config
+            from gperc_core.model.build import model_for_config
 
             with torch.device("meta"):
                 full = model_for_config(self.config)

@@ -11,7 +11,7 @@ import torch
 import gperc_plugin_image.plugin as image_plugin
 from gperc_core import Perceiver, fourier_features, get_plugin_manager
 from gperc_core.data.tasks import Task, create_task
-from gperc_core.model.fusion import load_any_model
+from gperc_core.model.build import load_any_model
 
 QUICK = {"training.max_train_samples": 40, "training.max_eval_samples": 20}
 
