@@ -61,7 +61,7 @@ def test_plugins_ship_their_cards_and_every_indexed_task_is_shipped():
 
 def test_no_shipped_card_forces_bf16_on():
     """A card leaves bf16 to auto (on where the device has native bf16) or turns it off: forced on, a CPU
-    without native bf16 emulates it at about a twelfth of the fp32 speed (gperc_core.train.device)."""
+    without native bf16 emulates it at about a seventh of the fp32 speed (gperc_core.train.device)."""
     from gperc_core.plugins.manager import get_plugin_manager
 
     cards = load_registry(get_plugin_manager(allow=["image", "audio", "text", "graph"], strict=True))
