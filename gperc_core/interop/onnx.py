@@ -162,10 +162,10 @@ def _metadata(config: PerceiverConfig, output_array: bool) -> str:
 
 
 def export_model(model: nn.Module, path: str | Path, fmt: str = "onnx", output_array: bool = False) -> Path:
-    """Write ``model`` (a `Perceiver`, `ModalityFusion` or `gperc_core.model.ensemble.Ensemble`) to ``path`` in ``fmt`` (`EXPORT_FORMATS`),
-    traced in fp32 eval mode on the CPU; returns the path. With ``output_array`` the graph takes the
-    decoder queries as its last input (``[batch, o, output_dim]``, for tasks whose samples bring
-    their own), else it reads out with the model's own.
+    """Write ``model`` (a `Perceiver`, `ModalityFusion` or `gperc_core.model.ensemble.Ensemble`) to ``path`` in
+    ``fmt`` (`EXPORT_FORMATS`), traced in fp32 eval mode on the CPU; returns the path. With ``output_array``
+    the graph takes the decoder queries as its last input (``[batch, o, output_dim]``, for tasks whose samples
+    bring their own), else it reads out with the model's own.
 
     Raises `ConfigError` naming an option the exporter cannot express (`check_exportable`) and
     `InputError` for an unknown format or a missing ``onnx`` / ``onnxscript`` package."""

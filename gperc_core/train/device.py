@@ -9,8 +9,8 @@ import torch
 
 from gperc_core.errors import ConfigError
 
-__all__ = ["resolve_device", "bf16_supported", "auto_bf16", "warn_if_emulated_bf16", "EmulatedBF16Warning", "to_device",
-           "CPU_BF16_MIN_WIDTH"]
+__all__ = ["resolve_device", "bf16_supported", "auto_bf16", "warn_if_emulated_bf16", "EmulatedBF16Warning",
+           "to_device", "CPU_BF16_MIN_WIDTH"]
 
 
 def resolve_device(name: str) -> torch.device:
