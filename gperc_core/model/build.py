@@ -19,7 +19,7 @@ __all__ = ["model_class", "model_for_config", "load_any_model"]
 def model_class(config: PerceiverConfig) -> type[nn.Module]:
     """The class of ``config``'s model: an `Ensemble` when ``ensemble_size`` is more than 1, else a
     `ModalityFusion` when it has a ``fusion`` field, else a `Perceiver`."""
-    return Ensemble if config.get("ensemble_size", 1) > 1 else single_model_class(config)
+    return Ensemble if config.ensemble_size > 1 else single_model_class(config)
 
 
 def model_for_config(config: PerceiverConfig, materialise: Materialise | None = None) -> nn.Module:

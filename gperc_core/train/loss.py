@@ -41,9 +41,8 @@ class MaskedCrossEntropy:
     def count(self, target: torch.Tensor) -> int:
         """Number of labelled targets (those not equal to `IGNORE_INDEX`; soft targets: non-zero rows),
         once per member."""
-        if target.dtype.is_floating_point:
-            return int((target.sum(dim=-1) > 0).sum()) * self.members
-        return int((target != IGNORE_INDEX).sum()) * self.members
+        labelled = target.sum(dim=-1) > 0 if target.dtype.is_floating_point else target != IGNORE_INDEX
+        return int(labelled.sum()) * self.members
 
     def total(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float | None = None) -> torch.Tensor:
         """Sum of the per-target losses over the labelled targets (float32 scalar)."""

@@ -153,7 +153,7 @@ class Trainer:
         self.eval_data = task.split(self.split_names["validation"])  # evaluated every epoch; selection
         self._test_data: Any = None
         self.trim = not (self.cfg.compile or self.strategy.fixed_shapes)
-        self.loss = MaskedCrossEntropy(self.cfg.label_smoothing, members=int(self.config.get("ensemble_size", 1)))
+        self.loss = MaskedCrossEntropy(self.cfg.label_smoothing, members=self.config.ensemble_size)
         self.loader = task.train_loader(trim=self.trim, fixed_shapes=not self.trim,
                                         sentinels=self.strategy.sentinels, pin_memory=self.device.type == "cuda")
         probe = self.loader.probe(self.cfg.batch_size)
