@@ -5,6 +5,11 @@
 (``training.init``) starts a run from its weights. The task's model config must equal the folder's
 (apart from ``seed`` and the dropouts, which change no weight): `initialise` names every differing
 field instead of loading a model of another shape.
+
+``training.init_head = "new"`` (``--init-head new``) transfers the body only: the decoder and its output
+queries (the head) start from the task's own initialisation, so a model pretrained on one objective (say
+masked language modelling) is fine-tuned on another (say classification). The head's fields
+(`HEAD_FIELDS`) may then differ; every other field must still be equal.
 """
 
 from __future__ import annotations
@@ -14,10 +19,20 @@ from typing import Any
 
 from gperc_core.errors import CheckpointError, TaskError
 
-__all__ = ["convert", "check_init_config", "initialise", "INIT_IGNORED_FIELDS"]
+__all__ = ["convert", "check_init_config", "initialise", "head_keys", "INIT_IGNORED_FIELDS", "HEAD_FIELDS",
+           "INIT_HEADS"]
 
 INIT_IGNORED_FIELDS = frozenset({"seed", "dropout", "modality_dropout", "modality_ensemble"})
 """Config fields that may differ between a task and its ``training.init`` folder (no weight depends on them)."""
+
+HEAD_FIELDS = frozenset({"output_len", "output_dim", "ffw_output", "n_classes", "decoder_reduction",
+                         "decoder_residual", "decoder_projection", "output_pos_enc", "decoder_heads",
+                         "decoder_qk_channels", "decoder_v_channels", "tie_output_embedding", "encoder_only"})
+"""Config fields that shape only the head (the decoder and its output queries): with ``init_head = "new"``
+they may differ between the task and its ``training.init`` folder."""
+
+INIT_HEADS = ("keep", "new")
+"""The values of ``training.init_head``: load the head's weights too ("keep"), or start it afresh ("new")."""
 
 
 def convert(source: Any, out_dir: str | Path, *, image_size: int | tuple[int, int] | None = None,
@@ -39,21 +54,37 @@ def convert(source: Any, out_dir: str | Path, *, image_size: int | tuple[int, in
     return {"out": out, "config": model.config, "parameters": model.num_parameters()}
 
 
-def check_init_config(task_config: Any, init_config: Any, init_dir: str | Path) -> None:
-    """Raise `TaskError` naming every field (but `INIT_IGNORED_FIELDS`) where the two configs differ."""
+def check_init_config(task_config: Any, init_config: Any, init_dir: str | Path, head: str = "keep") -> None:
+    """Raise `TaskError` naming every field where the two configs differ, but `INIT_IGNORED_FIELDS` (and
+    `HEAD_FIELDS` when ``head`` is "new")."""
+    if head not in INIT_HEADS:
+        raise TaskError(f"training.init_head: expected one of {INIT_HEADS}, got {head!r}")
+    ignored = INIT_IGNORED_FIELDS | (HEAD_FIELDS if head == "new" else frozenset())
     mine, theirs = task_config.to_dict(), init_config.to_dict()
-    differ = [k for k in sorted(set(mine) | set(theirs))
-              if k not in INIT_IGNORED_FIELDS and mine.get(k) != theirs.get(k)]
+    differ = [k for k in sorted(set(mine) | set(theirs)) if k not in ignored and mine.get(k) != theirs.get(k)]
     if differ:
         detail = ", ".join(f"{k} (task {mine.get(k)!r}, init {theirs.get(k)!r})" for k in differ)
+        hint = ("; or, to fine-tune with a new head, set training.init_head = \"new\" (--init-head new)"
+                if head == "keep" and set(differ) <= HEAD_FIELDS else "")
         raise TaskError(f"training.init: expected the task's model config to equal {str(init_dir)!r}'s, got "
                         f"differences in {detail}; set them with --set model.<field>=<value> or in the card's "
-                        "[model] table")
+                        f"[model] table{hint}")
 
 
-def initialise(task: Any, init_dir: str | Path) -> Any:
+def head_keys(model: Any, names: Any) -> set[str]:
+    """Return the names among ``names`` (state-dict keys) that belong to the head of ``model``'s Perceivers:
+    each one's ``decoder.*`` and ``embeddings.output_query``, wherever the Perceiver sits in ``model``."""
+    from gperc_core.model.perceiver import Perceiver
+
+    prefixes = [f"{name}." if name else "" for name, module in model.named_modules() if isinstance(module, Perceiver)]
+    return {key for key in names for p in prefixes
+            if key.startswith(f"{p}decoder.") or key == f"{p}embeddings.output_query"}
+
+
+def initialise(task: Any, init_dir: str | Path, head: str = "keep") -> Any:
     """Make ``task.build_model`` return its model with the weights of the gperc model folder ``init_dir``
-    (after `check_init_config`); returns ``task``."""
+    (after `check_init_config`): all of them, or with ``head="new"`` all but the head's (`head_keys`), which
+    keep the task's own initialisation. Returns ``task``."""
     from gperc_core.io.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_state_checked, load_tensors, read_config
 
     folder = Path(init_dir)
@@ -61,12 +92,18 @@ def initialise(task: Any, init_dir: str | Path) -> Any:
         raise CheckpointError(f"training.init {str(folder)!r}: expected a gperc model folder with {CONFIG_FILE} and "
                               f"{WEIGHTS_FILE} (e.g. written by 'gperc convert'), found none")
     task_config = task.config if task.config is not None else task.infer_config()
-    check_init_config(task_config, read_config(folder), folder)
+    check_init_config(task_config, read_config(folder), folder, head)
     build = task.build_model
 
     def build_initialised() -> Any:
         model = build()
-        load_state_checked(model, load_tensors(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
+        state = load_tensors(folder / WEIGHTS_FILE)
+        if head == "new":
+            own = model.state_dict()
+            fresh = head_keys(model, own)
+            state = {k: v for k, v in state.items() if k not in head_keys(model, state)}
+            state.update({k: own[k] for k in fresh})  # the head keeps its own initialisation
+        load_state_checked(model, state, str(folder / WEIGHTS_FILE))
         return model
 
     task.build_model = build_initialised

@@ -61,7 +61,7 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             if task.training.init and not resuming:
                 from gperc_core.api.convert import initialise
 
-                initialise(task, task.training.init)
+                initialise(task, task.training.init, task.training.init_head)
             if strategy is None:
                 strategy = make_strategy(parallel, device=task.training.device)
             trainer = Trainer(task, run_dir, strategy=strategy)
@@ -70,6 +70,10 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             say = log if (log is not None and strategy.is_main) else (lambda message: None)
             if strategy.world_size > 1:
                 say(strategy.describe())
+            if task.training.init and not resuming:
+                say(f"initialised from {task.training.init}: " + (
+                    "every weight" if task.training.init_head == "keep"
+                    else "the body; the head (decoder and output queries) starts afresh (init_head 'new')"))
             params = sum(p.numel() for _, p in strategy.named_parameters())
             names = trainer.split_names
             say(f"task {task.name}: {len(trainer.loader)} train ({names['train']!r}) / {len(trainer.eval_data)} "

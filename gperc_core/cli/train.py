@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/<task>-<time>)")
     parser.add_argument("--init", default=None, metavar="DIR",
                         help="start from the weights of a gperc model folder, e.g. from 'gperc convert' (training.init)")
+    parser.add_argument("--init-head", default=None, choices=("keep", "new"),
+                        help="with --init: load the head's weights too ('keep', default) or start the decoder and "
+                             "its output queries afresh ('new': fine-tune on another objective; training.init_head)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     parser.add_argument("--bf16", dest="bf16", action="store_true", default=None, help="bf16 autocast on")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="bf16 autocast off")
@@ -56,7 +59,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"training.epochs": args.epochs, "training.max_steps": args.max_steps,
              "training.batch_size": args.batch_size, "training.lr": args.lr, "training.bf16": args.bf16,
              "training.compile": args.compile, "training.device": args.device,
-             "training.init": getattr(args, "init", None),
+             "training.init": getattr(args, "init", None), "training.init_head": getattr(args, "init_head", None),
              "training.progress": False if args.quiet else None, "training.tensorboard": args.tensorboard}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return overrides

@@ -19,7 +19,9 @@ class TrainingConfig:
     where it pays (`auto_bf16`); ``True`` forces it wherever the device runs bf16.
     ``max_train_samples`` / ``max_eval_samples`` cut the splits to a fixed random subset (quick runs). ``checkpoint_every`` also checkpoints every N steps (besides
     every epoch and the end). ``log_every`` is the step interval of training-loss lines. ``init`` is a gperc
-    model folder (e.g. written by ``gperc convert``) whose weights a new run starts from.
+    model folder (e.g. written by ``gperc convert``) whose weights a new run starts from; ``init_head``
+    "keep" (default) loads all of them, "new" all but the head's (the decoder and its output queries), which
+    start afresh: fine-tuning on another objective (`gperc_core.api.convert`).
     ``tensorboard`` also writes the metrics and the run's config to ``RUN/tensorboard/``
     (`gperc_core.train.tensorboard`; needs the ``tensorboard`` package).
     ``num_workers`` is the DataLoader worker count (``None``: `gperc_core.data.loader.default_num_workers`,
@@ -56,6 +58,7 @@ class TrainingConfig:
     log_every: int = 10
     progress: bool = True
     init: str | None = None
+    init_head: str = "keep"
     tensorboard: bool = False
     num_workers: int | None = None
     length_bucketing: bool = True
@@ -111,6 +114,8 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{name}: expected a number in [0, 1], got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"{where}.ema_decay: expected a number in (0, 1) or None, got {self.ema_decay!r}")
+        if self.init_head not in ("keep", "new"):
+            raise ConfigError(f"{where}.init_head: expected 'keep' or 'new', got {self.init_head!r}")
         if self.mixup < 0:
             raise ConfigError(f"{where}.mixup: expected a number >= 0 (0: off), got {self.mixup!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
