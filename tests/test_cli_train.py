@@ -77,6 +77,18 @@ def test_bad_input_is_a_clear_error(fake_default, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folder(fake_default, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default run folder is runs/<task>-<time> under the working directory
+    assert main(["train", "blob/blbs"]) == 2
+    assert main(["train", "blob/blobs", "--set", "training.lr=fast"]) == 2
+    assert "did you mean 'blob/blobs'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    assert main(["train", "blob/blbs", "--out", str(kept)]) == 2
+    assert kept.is_dir()  # a folder the user made is not removed
+
+
 def test_existing_run_and_other_config_are_refused(fake_default, tmp_path, capsys):
     assert main(["train", "blob/blobs", "--out", str(tmp_path), "--max-steps", "1", *QUICK]) == 0
     assert main(["train", "blob/blobs", "--out", str(tmp_path), *QUICK]) == 2

@@ -47,6 +47,8 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
     from gperc_core.train.trainer import Trainer
 
     t0 = time.perf_counter()
+    made: list[Path] = []  # the run folder, when this call created it (removed again if nothing was written)
+    failed = False
     # a process group first (so that a failure while loading the data ends every rank); one process
     # waits for the task, whose training.device says where it runs
     strategy = make_strategy(parallel, device=device) if wants_distributed(parallel) else None
@@ -54,6 +56,8 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
     try:
         with strategy.guard() if strategy is not None else contextlib.nullcontext():
             run_dir = Path(out(strategy))
+            if not run_dir.exists():
+                made.append(run_dir)
             lock = run_lock(run_dir, enabled=strategy is None or strategy.is_main)
             stack.enter_context(lock)  # released after the strategy closes, even on failure
             verify(run_dir)
@@ -86,12 +90,18 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
                 result = trainer.fit()
             except KeyboardInterrupt as exc:
                 raise TrainingInterrupted(run_dir, trainer.step, latest_checkpoint(run_dir), strategy.is_main) from exc
+    except BaseException:
+        failed = True
+        raise
     finally:
         try:
             if strategy is not None:
                 strategy.close()
         finally:
-            stack.close()
+            stack.close()  # releases the lock (its file goes)
+            for folder in made if failed else ():  # a run that failed before writing anything (a misspelt
+                with contextlib.suppress(OSError):  # task, a bad value) leaves no folder behind
+                    folder.rmdir()  # only an empty one
     return {**result, "task": task.name, "run_dir": run_dir, "checkpoint": latest_checkpoint(run_dir),
             "model": run_dir / "model.safetensors", "metrics": run_dir / "metrics.jsonl", "plot": run_dir / PLOT_FILE,
             "eval_split": task.card.eval_split, "validation_split": task.card.validation_split,
