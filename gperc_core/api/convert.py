@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gperc_core.config.training import INIT_HEADS
 from gperc_core.errors import CheckpointError, TaskError
 
 __all__ = ["convert", "check_init_config", "initialise", "head_keys", "INIT_IGNORED_FIELDS", "HEAD_FIELDS",
@@ -30,9 +31,6 @@ HEAD_FIELDS = frozenset({"output_len", "output_dim", "ffw_output", "n_classes", 
                          "decoder_qk_channels", "decoder_v_channels", "tie_output_embedding", "encoder_only"})
 """Config fields that shape only the head (the decoder and its output queries): with ``init_head = "new"``
 they may differ between the task and its ``training.init`` folder."""
-
-INIT_HEADS = ("keep", "new")
-"""The values of ``training.init_head``: load the head's weights too ("keep"), or start it afresh ("new")."""
 
 
 def convert(source: Any, out_dir: str | Path, *, image_size: int | tuple[int, int] | None = None,

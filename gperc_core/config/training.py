@@ -8,6 +8,9 @@ from typing import Any, Mapping
 
 from gperc_core.errors import ConfigError, TaskError
 
+INIT_HEADS = ("keep", "new")
+"""The values of ``training.init_head``: load the head's weights too ("keep"), or start it afresh ("new")."""
+
 
 @dataclass
 class TrainingConfig:
@@ -114,7 +117,7 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{name}: expected a number in [0, 1], got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"{where}.ema_decay: expected a number in (0, 1) or None, got {self.ema_decay!r}")
-        if self.init_head not in ("keep", "new"):
+        if self.init_head not in INIT_HEADS:
             raise ConfigError(f"{where}.init_head: expected 'keep' or 'new', got {self.init_head!r}")
         if self.mixup < 0:
             raise ConfigError(f"{where}.mixup: expected a number >= 0 (0: off), got {self.mixup!r}")
@@ -128,4 +131,4 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
 
-__all__ = ["TrainingConfig"]
+__all__ = ["TrainingConfig", "INIT_HEADS"]
