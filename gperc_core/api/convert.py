@@ -96,11 +96,10 @@ def initialise(task: Any, init_dir: str | Path, head: str = "keep") -> Any:
     def build_initialised() -> Any:
         model = build()
         state = load_tensors(folder / WEIGHTS_FILE)
-        if head == "new":
+        if head == "new":  # the folder's head goes; the model's own (fresh) head is loaded back onto itself
             own = model.state_dict()
-            fresh = head_keys(model, own)
-            state = {k: v for k, v in state.items() if k not in head_keys(model, state)}
-            state.update({k: own[k] for k in fresh})  # the head keeps its own initialisation
+            heads = head_keys(model, own.keys() | state.keys())
+            state = {k: v for k, v in state.items() if k not in heads} | {k: own[k] for k in heads & own.keys()}
         load_state_checked(model, state, str(folder / WEIGHTS_FILE))
         return model
 

@@ -47,7 +47,7 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
     from gperc_core.train.trainer import Trainer
 
     t0 = time.perf_counter()
-    made: list[Path] = []  # the run folder, when this call created it (removed again if nothing was written)
+    made: Path | None = None  # the run folder, when this call created it (removed again if the run fails empty)
     failed = False
     # a process group first (so that a failure while loading the data ends every rank); one process
     # waits for the task, whose training.device says where it runs
@@ -56,13 +56,13 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
     try:
         with strategy.guard() if strategy is not None else contextlib.nullcontext():
             run_dir = Path(out(strategy))
-            if not run_dir.exists():
-                made.append(run_dir)
+            made = None if run_dir.exists() else run_dir
             lock = run_lock(run_dir, enabled=strategy is None or strategy.is_main)
             stack.enter_context(lock)  # released after the strategy closes, even on failure
             verify(run_dir)
             task = make_task()
-            if task.training.init and not resuming:
+            initialising = bool(task.training.init) and not resuming
+            if initialising:
                 from gperc_core.api.convert import initialise
 
                 initialise(task, task.training.init, task.training.init_head)
@@ -74,7 +74,7 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
             say = log if (log is not None and strategy.is_main) else (lambda message: None)
             if strategy.world_size > 1:
                 say(strategy.describe())
-            if task.training.init and not resuming:
+            if initialising:
                 say(f"initialised from {task.training.init}: " + (
                     "every weight" if task.training.init_head == "keep"
                     else "the body; the head (decoder and output queries) starts afresh (init_head 'new')"))
@@ -99,9 +99,9 @@ def _run(make_task: Callable[[], Any], out: Callable[[Any], Path], parallel: Any
                 strategy.close()
         finally:
             stack.close()  # releases the lock (its file goes)
-            for folder in made if failed else ():  # a run that failed before writing anything (a misspelt
-                with contextlib.suppress(OSError):  # task, a bad value) leaves no folder behind
-                    folder.rmdir()  # only an empty one
+            if failed and made is not None:  # a run that failed before writing anything (a misspelt task,
+                with contextlib.suppress(OSError):  # a bad value) leaves no folder behind
+                    made.rmdir()  # only an empty one
     return {**result, "task": task.name, "run_dir": run_dir, "checkpoint": latest_checkpoint(run_dir),
             "model": run_dir / "model.safetensors", "metrics": run_dir / "metrics.jsonl", "plot": run_dir / PLOT_FILE,
             "eval_split": task.card.eval_split, "validation_split": task.card.validation_split,

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/<task>-<time>)")
     parser.add_argument("--init", default=None, metavar="DIR",
                         help="start from the weights of a gperc model folder, e.g. from 'gperc convert' (training.init)")
-    parser.add_argument("--init-head", default=None, choices=("keep", "new"),
+    from gperc_core.config.training import INIT_HEADS
+
+    parser.add_argument("--init-head", default=None, choices=INIT_HEADS,
                         help="with --init: load the head's weights too ('keep', default) or start the decoder and "
                              "its output queries afresh ('new': fine-tune on another objective; training.init_head)")
     parser.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")

@@ -118,7 +118,8 @@ class TrainingConfig:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"{where}.ema_decay: expected a number in (0, 1) or None, got {self.ema_decay!r}")
         if self.init_head not in INIT_HEADS:
-            raise ConfigError(f"{where}.init_head: expected 'keep' or 'new', got {self.init_head!r}")
+            raise ConfigError(f"{where}.init_head: expected {' or '.join(map(repr, INIT_HEADS))}, "
+                              f"got {self.init_head!r}")
         if self.mixup < 0:
             raise ConfigError(f"{where}.mixup: expected a number >= 0 (0: off), got {self.mixup!r}")
         if self.grad_clip < 0 or self.weight_decay < 0:
